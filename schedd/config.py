@@ -1,0 +1,186 @@
+"""Settings, declared once. Precedence: flags > SCHEDD_* environment > TOML file > defaults.
+
+Every field carries its TOML section and a one-line description in its Meta; the
+example file and the docs are checked against this declaration by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schedd.errors import ConfigError
+
+
+def _m(section: str, doc: str, **kw: Any) -> Meta:
+    return Meta(extra={"section": section, "doc": doc}, **kw)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # [server]
+    host: Annotated[str, _m("server", "address the HTTP API binds to", min_length=1)] = "127.0.0.1"
+    port: Annotated[int, _m("server", "TCP port of the HTTP API", ge=1, le=65535)] = 8321
+    # [storage]
+    db: Annotated[str, _m("storage", "path of the SQLite database file", min_length=1)] = (
+        "./schedd.db"
+    )
+    run_retention_days: Annotated[
+        int, _m("storage", "runs older than this are pruned (the last 100 per schedule stay)", ge=1)
+    ] = 30
+    # [engine]
+    max_concurrent_actions: Annotated[
+        int, _m("engine", "actions running at the same time, at most", ge=1, le=10000)
+    ] = 64
+    sleep_cap_seconds: Annotated[
+        float, _m("engine", "longest single sleep of the loop (notices clock jumps)", gt=0, le=300)
+    ] = 30.0
+    claim_batch_size: Annotated[
+        int, _m("engine", "occurrences claimed in one write transaction, at most", ge=1, le=10000)
+    ] = 500
+    retry_backoff_cap_seconds: Annotated[
+        float, _m("engine", "upper bound of the delay between two attempts", ge=0)
+    ] = 3600.0
+    shutdown_grace_seconds: Annotated[
+        float, _m("engine", "on SIGTERM, how long running actions may finish", ge=0, le=3600)
+    ] = 30.0
+    # [actions]
+    allow_commands: Annotated[
+        bool, _m("actions", "allow `command` actions (local processes) to be created and run")
+    ] = False
+    webhook_max_connections: Annotated[
+        int, _m("actions", "open webhook connections, at most", ge=1, le=10000)
+    ] = 100
+    webhook_follow_redirects: Annotated[
+        bool, _m("actions", "follow HTTP redirects of webhook answers")
+    ] = False
+    # [logging]
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], _m("logging", "least severe level logged")
+    ] = "info"
+    log_format: Annotated[Literal["text", "json"], _m("logging", "text lines or JSON lines")] = (
+        "text"
+    )
+
+
+FIELDS: tuple[str, ...] = Settings.__struct_fields__
+
+
+def field_info() -> dict[str, tuple[str, str, Any]]:
+    """name -> (section, description, default), in declaration order."""
+    out: dict[str, tuple[str, str, Any]] = {}
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        extra: dict[str, Any] = {}
+        t = f.type
+        if isinstance(t, msgspec.inspect.Metadata):
+            extra = t.extra or {}
+        out[f.name] = (extra.get("section", ""), extra.get("doc", ""), f.default)
+    return out
+
+
+def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    sections = {s for s, _, _ in field_info().values()}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in sections:
+                raise ConfigError(f"{source}: unknown section [{key}]")
+            for k, v in value.items():
+                flat[k] = v
+                if k in FIELDS and field_info()[k][0] != key:
+                    raise ConfigError(f"{source}: {k} belongs in [{field_info()[k][0]}]")
+        else:
+            flat[key] = value
+    return flat
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in FIELDS:
+        raw = env.get("SCHEDD_" + name.upper())
+        if raw is not None:
+            out[name] = raw
+    return out
+
+
+def _convert(values: dict[str, Any], source: str, *, strict: bool) -> dict[str, Any]:
+    """Validate values against Settings, naming the key in the error."""
+    for k in values:
+        if k not in FIELDS:
+            raise ConfigError(f"{source}: unknown setting {k!r}")
+    try:
+        msgspec.convert({**msgspec.structs.asdict(Settings()), **values}, Settings, strict=strict)
+    except msgspec.ValidationError as exc:
+        msg, _, path = str(exc).partition(" - at `$.")
+        key = path.rstrip("`") or "?"
+        raise ConfigError(f"{source}: {key}: {msg}") from None
+    return values
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    if p := env.get("SCHEDD_CONFIG"):
+        return Path(p)
+    local = Path("schedd.toml")
+    return local if local.is_file() else None
+
+
+def load(
+    config_path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from flags > SCHEDD_* env > TOML file > defaults.
+
+    `config_path` None means SCHEDD_CONFIG, else ./schedd.toml when present.
+    A bad value raises ConfigError whose message names the key.
+    """
+    env = os.environ if env is None else env
+    path = Path(config_path) if config_path is not None else default_config_path(env)
+    merged: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        merged.update(_convert(_flatten_toml(raw, str(path)), str(path), strict=True))
+    merged.update(_convert(_from_env(env), "environment (SCHEDD_*)", strict=False))
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    merged.update(_convert(given, "command line", strict=False))
+    return msgspec.convert(
+        {**msgspec.structs.asdict(Settings()), **merged}, Settings, strict=False
+    )
+
+
+def render_example() -> str:
+    """The commented config file `schedd init` writes; schedd.toml.example is this text."""
+    lines = [
+        "# schedd configuration. Every key is shown with its default.",
+        "# Precedence: command-line flags > SCHEDD_<KEY> environment variables > this file.",
+    ]
+    current = None
+    for name, (section, doc, default) in field_info().items():
+        if section != current:
+            lines += ["", f"[{section}]"]
+            current = section
+        lines.append(f"# {doc}")
+        lines.append(f"{name} = {_toml_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)

@@ -1,0 +1,156 @@
+"""Domain Structs and enums. Instants are integer epoch milliseconds (`*_ms`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+
+class ScheduleType(StrEnum):
+    cron = "cron"
+    interval = "interval"
+    once = "once"
+    relative = "relative"
+
+
+class ActionType(StrEnum):
+    webhook = "webhook"
+    command = "command"
+    worker = "worker"
+    noop = "noop"
+
+
+class ScheduleStatus(StrEnum):
+    active = "active"
+    paused = "paused"
+    completed = "completed"
+
+
+class RunStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    skipped = "skipped"
+
+
+FINISHED = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.skipped})
+
+
+class TriggerType(StrEnum):
+    scheduled = "scheduled"
+    catchup = "catchup"
+    manual = "manual"
+    retry = "retry"
+
+
+class OverlapPolicy(StrEnum):
+    SKIP = "SKIP"
+    BUFFER_ONE = "BUFFER_ONE"
+    BUFFER_ALL = "BUFFER_ALL"
+    CANCEL_OTHER = "CANCEL_OTHER"
+    ALLOW = "ALLOW"
+
+
+class CatchupPolicy(StrEnum):
+    ALL = "ALL"
+    LATEST = "LATEST"
+
+
+class AfterCompletion(StrEnum):
+    NONE = "NONE"
+    DELETE = "DELETE"
+
+
+class Schedule(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None = None
+    schedule_type: ScheduleType
+    schedule_expression: str | None = None
+    timezone: str = "UTC"
+    start_ms: int | None = None
+    end_ms: int | None = None
+    action_type: ActionType
+    action_config: dict[str, Any]
+    customer_id: str | None = None
+    external_id: str | None = None
+    deduplication_key: str | None = None
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    catchup_window_minutes: int = 10
+    catchup_policy: CatchupPolicy = CatchupPolicy.ALL
+    flexible_window_minutes: int = 0
+    max_retries: int = 3
+    retry_backoff_seconds: int = 60
+    pause_on_failure_count: int = 5
+    rate_limit_per_minute: int | None = None
+    action_after_completion: AfterCompletion = AfterCompletion.NONE
+    relative_entity_definition_id: str | None = None
+    relative_field_name: str | None = None
+    relative_offset_days: int | None = None
+    relative_filter: dict[str, Any] | None = None
+    status: ScheduleStatus = ScheduleStatus.active
+    paused_reason: str | None = None
+    next_run_ms: int | None = None
+    last_run_ms: int | None = None
+    last_run_status: str | None = None
+    run_count: int = 0
+    consecutive_failures: int = 0
+    missed_count: int = 0
+    last_error: str | None = None
+    created_ms: int
+    updated_ms: int
+
+
+class Run(msgspec.Struct, kw_only=True):
+    id: str
+    schedule_id: str
+    tenant_id: str
+    status: RunStatus
+    trigger_type: TriggerType
+    manual: bool = False
+    scheduled_for_ms: int
+    due_ms: int
+    triggered_ms: int
+    started_ms: int | None = None
+    completed_ms: int | None = None
+    attempt: int = 1
+    attempt_root_run_id: str
+    previous_attempt_run_id: str | None = None
+    next_attempt_run_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result: Any = None
+    resolved_payload: Any = None
+    action_type: ActionType
+    queue: str | None = None
+    waiting: bool = False
+    worker_id: str | None = None
+    lease_until_ms: int | None = None
+    last_heartbeat_ms: int | None = None
+    cancel_requested_ms: int | None = None
+    cancel_reason: str | None = None
+
+
+class ApiKey(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    tenant_name: str
+    prefix: str
+    created_ms: int
+    last_used_ms: int | None = None
+    revoked_ms: int | None = None
+
+
+class Page(msgspec.Struct, kw_only=True):
+    total: int
+    limit: int
+    offset: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + self.limit < self.total
