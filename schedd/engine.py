@@ -1,0 +1,685 @@
+"""The scheduler loop.
+
+`tick(now)` is one step: in ONE write transaction it fails worker leases that ran out,
+starts due pending runs (retries, deferred, triggered), and claims every due occurrence
+of the due schedules: each occurrence's run row is inserted and the schedule's
+next_run_at advanced together (UNIQUE(schedule, occurrence, attempt) forbids a double).
+Actions run after the commit, outside any transaction, bounded by max_concurrent_actions;
+their outcomes are queued to a recorder that writes them in batches.
+
+The loop sleeps until the next due instant or a wake() from a change, capped by
+sleep_cap_seconds so a clock jump or a suspended host is noticed; it never polls on a tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from schedd import policies, timing
+from schedd.actions import ActionRunner, Outcome, RunContext
+from schedd.clock import Clock
+from schedd.config import Settings
+from schedd.errors import Conflict, InvalidField, NotFound
+from schedd.models import (
+    FINISHED,
+    ActionType,
+    AfterCompletion,
+    CatchupPolicy,
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    TriggerType,
+)
+from schedd.store import Store
+
+log = logging.getLogger("schedd.engine")
+
+PER_SCHEDULE_CAP = 1000  # occurrences one schedule may claim in one tick
+PAUSED_FAILURES = "consecutive_failures"
+_FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
+                "next_attempt_run_id")
+_START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
+
+
+def timer_for(s: Schedule) -> timing.Timer:
+    return timing.compile_timer(
+        s.schedule_type.value, s.schedule_expression, s.timezone,
+        anchor_ms=s.created_ms, start_ms=s.start_ms, end_ms=s.end_ms,
+    )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _new_run(s: Schedule, *, occurrence_ms: int, due_ms: int, now_ms: int,
+             trigger: TriggerType, status: RunStatus, manual: bool = False) -> Run:
+    rid = new_id()
+    queue = s.action_config.get("queue") if s.action_type is ActionType.worker else None
+    return Run(
+        id=rid, schedule_id=s.id, tenant_id=s.tenant_id, status=status, trigger_type=trigger,
+        manual=manual, scheduled_for_ms=occurrence_ms, due_ms=due_ms, triggered_ms=now_ms,
+        attempt=1, attempt_root_run_id=rid, action_type=s.action_type, queue=queue,
+        completed_ms=now_ms if status in FINISHED else None,
+    )
+
+
+def context_for(run: Run, s: Schedule) -> RunContext:
+    return RunContext(
+        run_id=run.id, schedule_id=s.id, schedule_name=s.name, attempt=run.attempt,
+        scheduled_for=timing.format_ms(run.scheduled_for_ms),
+        triggered_at=timing.format_ms(run.triggered_ms),
+        trigger_type=run.trigger_type.value,
+        payload=s.action_config.get("payload"),
+    )
+
+
+@dataclass
+class _TickWork:
+    """What one claim transaction produced: runs to start after the commit."""
+
+    start: list[tuple[Run, Schedule]] = field(default_factory=list)
+    cancel_tasks: list[str] = field(default_factory=list)
+    queued: bool = False
+    more: bool = False
+
+
+class Engine:
+    def __init__(self, store: Store, clock: Clock, settings: Settings, runner: ActionRunner,
+                 *, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.db = store.db
+        self.clock = clock
+        self.settings = settings
+        self.runner = runner
+        self.rng = rng or random.Random()
+        self.capacity = settings.max_concurrent_actions
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._done: list[tuple[Run, Outcome, int]] = []
+        self._done_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._queue_event = asyncio.Event()
+        self._planned_ms: int | None = None
+        self._stopping = False
+        self._closing = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._recorder_task: asyncio.Task[None] | None = None
+        self.last_wake_mono: float | None = None
+        self.ticks = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, *, run_loop: bool = True) -> None:
+        await self.recover(self.clock.now_ms())
+        self._recorder_task = asyncio.create_task(self._recorder(), name="schedd-recorder")
+        if run_loop:
+            self._loop_task = asyncio.create_task(self._loop(), name="schedd-loop")
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; let running actions finish for grace_s; record the rest as
+        interrupted (they are retried at the next start); flush the recorder."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        tasks = list(self.inflight.values())
+        if tasks:
+            log.info("waiting up to %.0f s for %d running action(s)", grace_s, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._closing = True
+        self._done_event.set()
+        if self._recorder_task is not None:
+            await asyncio.gather(self._recorder_task, return_exceptions=True)
+        await self._flush()
+
+    def wake(self, due_ms: int | None = None) -> None:
+        """A change may have made something due earlier than the loop plans to wake."""
+        if due_ms is None or self._planned_ms is None or due_ms < self._planned_ms:
+            self._wake.set()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """The loop is alive when it woke within twice its sleep cap."""
+        cap = self.settings.sleep_cap_seconds
+        alive = self._loop_task is not None and not self._loop_task.done()
+        age = None if self.last_wake_mono is None else self.clock.monotonic() - self.last_wake_mono
+        ok = alive and age is not None and age <= 2 * cap + 1
+        return ok, {"alive": alive, "last_wake_seconds_ago": None if age is None else round(age, 3),
+                    "running_actions": len(self.inflight), "ticks": self.ticks}
+
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            now = self.clock.now_ms()
+            self.last_wake_mono = self.clock.monotonic()
+            try:
+                more = await self.tick(now)
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("scheduler tick failed (%d in a row)", failures)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            if more or self._stopping:
+                await asyncio.sleep(0)
+                continue
+            full = len(self.inflight) >= self.capacity
+            nxt = await self.store.next_wake_ms(None, include_due_work=not full)
+            cap = self.settings.sleep_cap_seconds
+            self._planned_ms = nxt if nxt is not None else now + int(cap * 1000)
+            await self.clock.sleep_until(self._planned_ms, self._wake, cap)
+            self._planned_ms = None
+
+    # ------------------------------------------------------------------ one step
+    async def tick(self, now: int) -> bool:
+        """Claim and start what is due at `now`. True when a batch limit left more due."""
+        self.ticks += 1
+        work = _TickWork()
+        async with self.db.write_tx() as conn:
+            await self._expire_leases(conn, now)
+            free = self.capacity - len(self.inflight)
+            if free > 0 and not self._stopping:
+                limit = min(free, self.settings.claim_batch_size)
+                await self._start_pending(conn, now, limit, work)
+                limit -= len(work.start)
+                if limit > 0:
+                    await self._claim(conn, now, limit, work)
+        for run_id in work.cancel_tasks:
+            self._cancel_task(run_id)
+        for run, s in work.start:
+            self._dispatch(run, s)
+        if work.queued:
+            self._notify_queues()
+        return work.more
+
+    async def _start_pending(self, conn: aiosqlite.Connection, now: int, limit: int,
+                             work: _TickWork) -> None:
+        runs = await self.store.due_pending_runs(conn, now, limit)
+        if not runs:
+            return
+        schedules = await self.store.schedules_by_ids(conn, [r.schedule_id for r in runs])
+        started: list[Run] = []
+        orphans: list[tuple[Run, Outcome, int]] = []
+        for r in runs:
+            s = schedules.get(r.schedule_id)
+            if s is None:
+                orphans.append((r, Outcome(ok=False, error_code="cancelled",
+                                           error_message="the schedule was deleted"), now))
+                continue
+            r.status = RunStatus.running
+            r.started_ms = now
+            r.triggered_ms = now
+            r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
+                                                     context_for(r, s))
+            started.append(r)
+            work.start.append((r, s))
+        await self.store.update_runs(conn, started, _START_COLS)
+        if orphans:
+            await self._record(conn, orphans)
+        if len(runs) == limit:
+            work.more = True
+
+    async def _claim(self, conn: aiosqlite.Connection, now: int, limit: int,
+                     work: _TickWork) -> None:
+        due = await self.store.due_schedules(conn, now, limit)
+        if not due:
+            return
+        if len(due) == limit:
+            work.more = True
+        needs_counts = [s.id for s in due if s.overlap_policy is not OverlapPolicy.ALLOW]
+        counts = await self.store.active_counts(conn, needs_counts) if needs_counts else {}
+        new_runs: list[Run] = []
+        changed: list[Schedule] = []
+        for s in due:
+            try:
+                self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, work)
+                if s.next_run_ms is not None and s.next_run_ms <= now:
+                    work.more = True
+            except (timing.TimingError, InvalidField, ValueError, KeyError, TypeError) as exc:
+                # One broken schedule never stops the loop: mark it, push it forward.
+                log.error("schedule %s cannot be planned: %s", s.id, exc)
+                s.last_error = f"cannot plan the next run: {exc}"[:500]
+                s.next_run_ms = now + 3_600_000
+            s.updated_ms = now
+            changed.append(s)
+        for r in new_runs:
+            if r.status is RunStatus.running:
+                s = next(x for x in due if x.id == r.schedule_id)
+                r.started_ms = now
+                r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
+                                                         context_for(r, s))
+                work.start.append((r, s))
+            elif r.queue is not None and r.status is RunStatus.pending:
+                s = next(x for x in due if x.id == r.schedule_id)
+                r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
+                                                         context_for(r, s))
+                work.queued = True
+        await self.store.insert_runs(conn, new_runs)
+        if work.cancel_tasks:
+            await self._cancel_active(conn, work.cancel_tasks, now, "replaced by a newer occurrence")
+        await self.store.update_schedules(conn, changed)
+
+    def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
+              work: _TickWork) -> None:
+        """Turn a due schedule's occurrences up to `now` into runs (or missed/skipped
+        records) and advance next_run_ms past them."""
+        timer = timer_for(s)
+        o = s.next_run_ms
+        assert o is not None
+        cutoff = policies.missed_cutoff_ms(now, s.catchup_window_minutes)
+        if o < cutoff:
+            count, last = timer.count_between(o, cutoff)
+            if count and last is not None:
+                out.append(self._missed(s, o, last, count, now))
+            o = timer.next_after(max(cutoff - 1, last if last is not None else cutoff - 1))
+        occurrences: list[int] = []
+        while o is not None and o <= now and len(occurrences) < PER_SCHEDULE_CAP:
+            occurrences.append(o)
+            o = timer.next_after(o)
+        if s.catchup_policy is CatchupPolicy.LATEST and len(occurrences) > 1:
+            out.append(self._missed(s, occurrences[0], occurrences[-2], len(occurrences) - 1, now))
+            occurrences = occurrences[-1:]
+        n_active, n_waiting = active
+        for i, occ in enumerate(occurrences):
+            trigger = policies.trigger_for(occ, now, newer_due=i < len(occurrences) - 1 or (
+                o is not None and o <= now))
+            decision = policies.overlap(s.overlap_policy, n_active, n_waiting)
+            if not decision.run:
+                out.append(_new_run(s, occurrence_ms=occ, due_ms=occ, now_ms=now, trigger=trigger,
+                                    status=RunStatus.skipped))
+                out[-1].error_code = "overlap"
+                out[-1].error_message = "an earlier run of this schedule was still active"
+                continue
+            if decision.cancel_active and n_active:
+                work.cancel_tasks.append(s.id)
+                n_active = 0
+            due = occ + policies.flex_offset_ms(s.id, occ, s.flexible_window_minutes)
+            if decision.buffered:
+                run = _new_run(s, occurrence_ms=occ, due_ms=due, now_ms=now, trigger=trigger,
+                               status=RunStatus.pending)
+                run.waiting = True
+                n_waiting += 1
+            elif due <= now and s.action_type is not ActionType.worker:
+                run = _new_run(s, occurrence_ms=occ, due_ms=due, now_ms=now, trigger=trigger,
+                               status=RunStatus.running)
+            else:
+                run = _new_run(s, occurrence_ms=occ, due_ms=due, now_ms=now, trigger=trigger,
+                               status=RunStatus.pending)
+            n_active += 1
+            out.append(run)
+        s.next_run_ms = o
+        if o is None:
+            s.status = ScheduleStatus.completed
+        s.last_error = None
+
+    def _missed(self, s: Schedule, first: int, last: int, count: int, now: int) -> Run:
+        run = _new_run(s, occurrence_ms=first, due_ms=first, now_ms=now,
+                       trigger=TriggerType.catchup, status=RunStatus.skipped)
+        run.error_code = "missed"
+        run.error_message = f"{count} occurrence(s) older than the catch-up window"
+        run.result = {"missed_count": count, "first": timing.format_ms(first),
+                      "last": timing.format_ms(last)}
+        s.missed_count += count
+        log.warning("schedule %s missed %d occurrence(s) from %s to %s", s.id, count,
+                    timing.format_ms(first), timing.format_ms(last))
+        return run
+
+    # ------------------------------------------------------------------ running actions
+    def _dispatch(self, run: Run, s: Schedule) -> None:
+        config = s.action_config
+        ctx = context_for(run, s)
+        task = asyncio.create_task(self._execute(run, config, ctx), name=f"run-{run.id}")
+        self.inflight[run.id] = task
+
+    async def _execute(self, run: Run, config: dict[str, Any], ctx: RunContext) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = await self.runner.run(run.action_type.value, config, ctx)
+        except asyncio.CancelledError:
+            if run.id not in self._cancelled:
+                outcome = Outcome(ok=False, error_code="interrupted",
+                                  error_message="schedd stopped while the action was running")
+        except Exception as exc:
+            log.exception("action of run %s raised", run.id)
+            outcome = Outcome(ok=False, error_code="internal",
+                              error_message=f"internal error: {type(exc).__name__}")
+        finally:
+            self.inflight.pop(run.id, None)
+            self._cancelled.discard(run.id)
+            if outcome is not None:
+                self._done.append((run, outcome, self.clock.now_ms()))
+                self._done_event.set()
+            if len(self.inflight) == self.capacity - 1:
+                self._wake.set()  # a slot freed after being full
+
+    def _cancel_task(self, key: str) -> None:
+        """Cancel the executing task of a run id (or of every run of a schedule id)."""
+        for rid, task in list(self.inflight.items()):
+            if rid == key or task.get_name() == f"sched-{key}":
+                self._cancelled.add(rid)
+                task.cancel()
+
+    # ------------------------------------------------------------------ recording outcomes
+    async def _recorder(self) -> None:
+        while True:
+            await self._done_event.wait()
+            self._done_event.clear()
+            await self._flush()
+            if self._closing:
+                return
+
+    async def _flush(self) -> None:
+        while self._done:
+            batch, self._done = self._done, []
+            try:
+                async with self.db.write_tx() as conn:
+                    await self._record(conn, batch)
+            except Exception:
+                # The runs stay `running` in the database: the next start fails them as
+                # interrupted and retries them. Nothing is lost, an action may repeat.
+                log.exception("could not record %d run outcome(s)", len(batch))
+            self.wake()
+
+    async def _record(self, conn: aiosqlite.Connection,
+                      items: Sequence[tuple[Run, Outcome, int]]) -> None:
+        """Finish runs, chain retries, update schedule counters, in the caller's tx."""
+        schedules = await self.store.schedules_by_ids(conn, [r.schedule_id for r, _, _ in items])
+        retries: list[Run] = []
+        finished: list[Run] = []
+        touched: dict[str, Schedule] = {}
+        deletions: list[str] = []
+        for run, outcome, at in items:
+            if outcome.ok:
+                run.status = RunStatus.succeeded
+            elif outcome.error_code == "cancelled":
+                run.status = RunStatus.cancelled
+            else:
+                run.status = RunStatus.failed
+            run.completed_ms = at
+            run.error_code = None if outcome.ok else outcome.error_code
+            run.error_message = None if outcome.ok else outcome.error_message
+            run.result = outcome.result
+            s = schedules.get(run.schedule_id)
+            chain_ended = True
+            if run.status is RunStatus.failed and s is not None and run.attempt <= s.max_retries:
+                retry = self._retry_of(run, s, at)
+                run.next_attempt_run_id = retry.id
+                retries.append(retry)
+                chain_ended = False
+            finished.append(run)
+            self._log_finish(run)
+            if s is None:
+                continue
+            touched[s.id] = s
+            if run.started_ms is not None:
+                s.run_count += 1
+                s.last_run_ms = run.started_ms
+                s.last_run_status = run.status.value
+            if chain_ended and not run.manual:
+                if run.status is RunStatus.succeeded:
+                    s.consecutive_failures = 0
+                elif run.status is RunStatus.failed:
+                    s.consecutive_failures += 1
+                    if (s.consecutive_failures >= s.pause_on_failure_count
+                            and s.status is ScheduleStatus.active):
+                        s.status = ScheduleStatus.paused
+                        s.paused_reason = PAUSED_FAILURES
+                        log.warning("schedule %s paused after %d failed occurrences", s.id,
+                                    s.consecutive_failures)
+            s.updated_ms = at
+        await self.store.update_runs(conn, finished, _FINISH_COLS, guard_active=True)
+        await self.store.insert_runs(conn, retries)
+        await self.store.update_schedules(conn, list(touched.values()))
+        now = max((at for _, _, at in items), default=self.clock.now_ms())
+        for s in touched.values():
+            if s.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL):
+                await self.store.release_buffered(conn, s.id, now)
+            if (s.status is ScheduleStatus.completed
+                    and s.action_after_completion is AfterCompletion.DELETE
+                    and not (await self.store.active_counts(conn, [s.id])).get(s.id)):
+                deletions.append(s.id)
+        for sid in deletions:
+            await self.store.delete_schedule(conn, sid)
+            log.info("schedule %s completed and was deleted", sid)
+        if retries:
+            self.wake(min(r.due_ms for r in retries))
+
+    def _retry_of(self, run: Run, s: Schedule, now: int) -> Run:
+        delay = policies.backoff_ms(run.attempt, s.retry_backoff_seconds,
+                                    self.settings.retry_backoff_cap_seconds, self.rng.random())
+        rid = new_id()
+        return Run(
+            id=rid, schedule_id=run.schedule_id, tenant_id=run.tenant_id,
+            status=RunStatus.pending, trigger_type=TriggerType.retry, manual=run.manual,
+            scheduled_for_ms=run.scheduled_for_ms, due_ms=now + delay, triggered_ms=now,
+            attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,
+            previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
+        )
+
+    def _log_finish(self, run: Run) -> None:
+        started = run.started_ms
+        log.info(
+            "run %s", run.status.value,
+            extra={
+                "schedule_id": run.schedule_id, "run_id": run.id, "attempt": run.attempt,
+                "status": run.status.value, "error_code": run.error_code,
+                "lateness_ms": None if started is None else started - run.due_ms,
+                "duration_ms": None if started is None or run.completed_ms is None
+                else run.completed_ms - started,
+            },
+        )
+
+    # ------------------------------------------------------------------ crash recovery
+    async def recover(self, now: int) -> int:
+        """Runs left `running` by a dead process (not leased to a worker) fail with
+        `interrupted` and follow the retry policy. Returns how many."""
+        async with self.db.write_tx() as conn:
+            stale = await self.store.runs_where(
+                conn, "status = 'running' AND lease_until_ms IS NULL", ())
+            if stale:
+                log.warning("%d run(s) were running when schedd last stopped; marking them "
+                            "interrupted", len(stale))
+                await self._record(conn, [
+                    (r, Outcome(ok=False, error_code="interrupted",
+                                error_message="schedd stopped while the action was running"), now)
+                    for r in stale
+                ])
+        return len(stale)
+
+    async def _expire_leases(self, conn: aiosqlite.Connection, now: int) -> None:
+        expired = await self.store.runs_where(
+            conn, "status = 'running' AND lease_until_ms IS NOT NULL AND lease_until_ms <= ?",
+            (now,), order="lease_until_ms", limit=1000)
+        if expired:
+            await self._record(conn, [
+                (r, Outcome(ok=False, error_code="heartbeat_timeout",
+                            error_message=f"worker {r.worker_id} sent no heartbeat before its "
+                                          "lease ended"), now)
+                for r in expired
+            ])
+
+    # ------------------------------------------------------------------ manual operations
+    async def trigger(self, s: Schedule) -> Run:
+        """A manual run now, regardless of next_run_at and overlap; next_run_at stays."""
+        now = self.clock.now_ms()
+        run = _new_run(s, occurrence_ms=now, due_ms=now, now_ms=now, trigger=TriggerType.manual,
+                       status=RunStatus.pending, manual=True)
+        if run.queue is not None:
+            run.resolved_payload = self.runner.resolve(run.action_type.value, s.action_config,
+                                                       context_for(run, s))
+        async with self.db.write_tx() as conn:
+            await self.store.insert_runs(conn, [run])
+        self._after_new_pending(run)
+        return run
+
+    def _after_new_pending(self, run: Run) -> None:
+        if run.queue is not None:
+            self._notify_queues()
+        else:
+            self.wake(run.due_ms)
+
+    async def cancel(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            run = await self.store.get_run(tenant_id, run_id, conn)
+            if run is None:
+                raise NotFound("Run")
+            if run.status in FINISHED:
+                raise Conflict(f"Run is already {run.status.value}")
+            self._mark_cancelled(run, now, reason or "cancelled by request")
+            await self.store.update_runs(conn, [run], _CANCEL_COLS)
+            await self._after_chain_change(conn, run, now)
+        self._cancel_task(run.id)
+        return run
+
+    def _mark_cancelled(self, run: Run, now: int, reason: str) -> None:
+        run.status = RunStatus.cancelled
+        run.completed_ms = now
+        run.error_code = "cancelled"
+        run.error_message = reason
+        run.cancel_requested_ms = now
+        run.cancel_reason = reason
+        run.waiting = False
+
+    async def _cancel_active(self, conn: aiosqlite.Connection, schedule_ids: Iterable[str],
+                             now: int, reason: str) -> None:
+        """CANCEL_OTHER: cancel every pending or running run of these schedules."""
+        for sid in schedule_ids:
+            active = [r for r in await self.store.active_runs_of(conn, sid)]
+            for r in active:
+                self._mark_cancelled(r, now, reason)
+            await self.store.update_runs(conn, active, _CANCEL_COLS)
+            for r in active:
+                if r.id in self.inflight:
+                    self._cancelled.add(r.id)
+                    self.inflight[r.id].cancel()
+
+    async def _after_chain_change(self, conn: aiosqlite.Connection, run: Run, now: int) -> None:
+        s = await self.store.get_schedule(None, run.schedule_id, conn)
+        if s is not None and s.overlap_policy in (OverlapPolicy.BUFFER_ONE,
+                                                  OverlapPolicy.BUFFER_ALL):
+            if await self.store.release_buffered(conn, s.id, now):
+                self.wake(now)
+
+    async def retry(self, tenant_id: str, run_id: str) -> Run:
+        """A new attempt of the same occurrence, chained to a failed or cancelled run that
+        ends its chain (trigger_type manual)."""
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            run = await self.store.get_run(tenant_id, run_id, conn)
+            if run is None:
+                raise NotFound("Run")
+            if run.status not in (RunStatus.failed, RunStatus.cancelled):
+                raise Conflict(f"Only a failed or cancelled run can be retried; this one is "
+                               f"{run.status.value}")
+            if run.next_attempt_run_id is not None:
+                raise Conflict("This run already has a next attempt; retry the last one")
+            s = await self.store.get_schedule(None, run.schedule_id, conn)
+            if s is None:
+                raise Conflict("The schedule of this run was deleted")
+            new = Run(
+                id=new_id(), schedule_id=run.schedule_id, tenant_id=run.tenant_id,
+                status=RunStatus.pending, trigger_type=TriggerType.manual, manual=run.manual,
+                scheduled_for_ms=run.scheduled_for_ms, due_ms=now, triggered_ms=now,
+                attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,
+                previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
+            )
+            if new.queue is not None:
+                new.resolved_payload = self.runner.resolve(new.action_type.value,
+                                                           s.action_config, context_for(new, s))
+            run.next_attempt_run_id = new.id
+            await self.store.insert_runs(conn, [new])
+            await self.store.update_runs(conn, [run], ("next_attempt_run_id",))
+        self._after_new_pending(new)
+        return new
+
+    # ------------------------------------------------------------------ external workers
+    def _notify_queues(self) -> None:
+        self._queue_event.set()
+        self._queue_event = asyncio.Event()
+
+    async def claim_for_worker(self, tenant_id: str, queues: Sequence[str], worker_id: str,
+                               wait_s: float, lease_s: float) -> Run | None:
+        """The oldest due run of these queues, now running and leased to worker_id; or None
+        when none came within wait_s (long poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            event = self._queue_event
+            now = self.clock.now_ms()
+            async with self.db.write_tx() as conn:
+                run = await self.store.claim_queued_run(conn, tenant_id, queues, now)
+                if run is not None:
+                    run.status = RunStatus.running
+                    run.started_ms = now
+                    run.worker_id = worker_id
+                    run.lease_until_ms = now + int(lease_s * 1000)
+                    run.last_heartbeat_ms = now
+                    await self.store.update_runs(conn, [run], _LEASE_COLS)
+            if run is not None:
+                self.wake(run.lease_until_ms)
+                return run
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopping:
+                return None
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+            except TimeoutError:
+                pass
+
+    async def heartbeat(self, tenant_id: str, run_id: str, worker_id: str,
+                        lease_s: float) -> tuple[Run, bool]:
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            run = await self._worker_run(conn, tenant_id, run_id, worker_id)
+            if run.status is RunStatus.cancelled:
+                return run, True
+            if run.status is not RunStatus.running:
+                raise Conflict(f"Run is {run.status.value}")
+            run.lease_until_ms = now + int(lease_s * 1000)
+            run.last_heartbeat_ms = now
+            await self.store.update_runs(conn, [run], ("lease_until_ms", "last_heartbeat_ms"))
+        return run, False
+
+    async def complete(self, tenant_id: str, run_id: str, worker_id: str, succeeded: bool,
+                       result: Any, error_message: str | None) -> Run:
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            run = await self._worker_run(conn, tenant_id, run_id, worker_id)
+            if run.status is not RunStatus.running:
+                raise Conflict(f"Run is {run.status.value}; it cannot be completed")
+            outcome = Outcome(ok=succeeded, result=result if isinstance(result, dict) else (
+                None if result is None else {"value": result}),
+                error_code=None if succeeded else "worker_failed",
+                error_message=None if succeeded else (error_message or "the worker failed"))
+            await self._record(conn, [(run, outcome, now)])
+        return run
+
+    async def _worker_run(self, conn: aiosqlite.Connection, tenant_id: str, run_id: str,
+                          worker_id: str) -> Run:
+        run = await self.store.get_run(tenant_id, run_id, conn)
+        if run is None:
+            raise NotFound("Run")
+        if run.worker_id is None or run.worker_id != worker_id:
+            raise Conflict("This run is not leased to this worker")
+        return run
+
+
+_CANCEL_COLS = ("status", "completed_ms", "error_code", "error_message", "cancel_requested_ms",
+                "cancel_reason", "waiting")
+_LEASE_COLS = ("status", "started_ms", "worker_id", "lease_until_ms", "last_heartbeat_ms")
+_ = ScheduleType

@@ -1,0 +1,62 @@
+"""Pure policy decisions (SPEC §5). No I/O, no clock: `now` and randomness are arguments."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from schedd.models import OverlapPolicy, TriggerType
+
+# An occurrence claimed no later than this after its time is "scheduled"; later it is
+# "catchup" (the loop was behind: downtime, suspend, overload), and past the catch-up window
+# (never less than this grace) it is missed.
+ON_TIME_MS = 1000
+
+
+def backoff_ms(attempt: int, base_s: float, cap_s: float, rand: float) -> int:
+    """Delay before attempt `attempt + 1` after attempt `attempt` failed:
+    base × 2^(attempt−1), capped, with ±10 % jitter. `rand` is uniform in [0, 1)."""
+    raw = min(base_s * (2 ** max(0, attempt - 1)), cap_s)
+    return max(0, round(raw * (0.9 + 0.2 * rand) * 1000))
+
+
+def flex_offset_ms(schedule_id: str, occurrence_ms: int, window_minutes: int) -> int:
+    """A pseudo-random start offset in [0, window], fixed per (schedule, occurrence), so a
+    restart does not move it."""
+    if window_minutes <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{schedule_id}:{occurrence_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (window_minutes * 60_000 + 1)
+
+
+def missed_cutoff_ms(now_ms: int, catchup_window_minutes: int) -> int:
+    """Occurrences strictly before this instant are missed, not run."""
+    return now_ms - max(catchup_window_minutes * 60_000, ON_TIME_MS)
+
+
+def trigger_for(occurrence_ms: int, now_ms: int, newer_due: bool) -> TriggerType:
+    """scheduled when claimed on time and nothing newer is due; catchup otherwise."""
+    if newer_due or now_ms - occurrence_ms > ON_TIME_MS:
+        return TriggerType.catchup
+    return TriggerType.scheduled
+
+
+@dataclass(frozen=True)
+class OverlapDecision:
+    run: bool  # start (or queue) it
+    buffered: bool = False  # waits for the active run to end (BUFFER_*)
+    cancel_active: bool = False  # CANCEL_OTHER: cancel the active runs first
+
+
+def overlap(policy: OverlapPolicy, active: int, buffered: int) -> OverlapDecision:
+    """What to do with a new occurrence while `active` runs of the schedule are pending or
+    running (`buffered` of them waiting on BUFFER_*)."""
+    if active <= 0 or policy is OverlapPolicy.ALLOW:
+        return OverlapDecision(run=True)
+    if policy is OverlapPolicy.SKIP:
+        return OverlapDecision(run=False)
+    if policy is OverlapPolicy.BUFFER_ONE:
+        return OverlapDecision(run=buffered == 0, buffered=buffered == 0)
+    if policy is OverlapPolicy.BUFFER_ALL:
+        return OverlapDecision(run=True, buffered=True)
+    return OverlapDecision(run=True, cancel_active=True)
