@@ -1,0 +1,67 @@
+"""The HTTP layer: create_app() builds the Litestar app over the services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from schedd import __version__
+from schedd.api import runs, schedules, system
+from schedd.api.errors import EXCEPTION_HANDLERS
+from schedd.auth import token_from_headers
+from schedd.services import Services
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Every /v1 route needs a key; the tenant it belongs to is kept on the request."""
+    svc: Services = connection.app.state.services
+    token = token_from_headers(
+        connection.headers.get("authorization"), connection.headers.get("x-api-key")
+    )
+    connection.state.tenant_id = await svc.authenticate(token)
+
+
+def create_app(
+    services: Services | None,
+    *,
+    readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
+    lifespan: Sequence[Any] = (),
+    extra_v1_handlers: Sequence[Any] = (),
+) -> Litestar:
+    v1 = Router(
+        "/v1",
+        route_handlers=[*schedules.HANDLERS, *runs.HANDLERS, *extra_v1_handlers],
+        guards=[api_key_guard],
+        security=[{"bearer": []}, {"apiKey": []}],
+    )
+    preview = Router("/", route_handlers=[system.preview], guards=[api_key_guard],
+                     security=[{"bearer": []}, {"apiKey": []}])
+    app = Litestar(
+        route_handlers=[system.healthz, system.readyz, v1, preview],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="schedd",
+            version=__version__,
+            description="Self-hosted scheduled-actions daemon: the native /v1 API.",
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer"),
+                "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key",
+                                         security_scheme_in="header"),
+            }),
+        ),
+        lifespan=list(lifespan),
+        logging_config=None,
+        request_max_body_size=MAX_BODY_BYTES,
+        debug=False,
+    )
+    app.state.services = services
+    app.state.readiness = readiness
+    return app

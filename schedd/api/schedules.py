@@ -1,0 +1,97 @@
+"""/v1/schedules: list, create, get, update, delete, pause, resume."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Request, Response, delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from schedd.api.common import ERRORS, path_uuid, schedule_out, services_of, tenant_of
+from schedd.api.schemas import ScheduleCreate, ScheduleList, ScheduleOut, ScheduleUpdate
+from schedd.models import ScheduleStatus
+
+R = Request[Any, Any, Any]
+SID = "/{schedule_id:str}"
+
+
+@get("/schedules", responses=ERRORS, summary="List Schedules")
+async def list_schedules(
+    request: R,
+    customer_id: FromQuery[uuid.UUID | None] = None,
+    external_id: FromQuery[str | None] = None,
+    status: FromQuery[ScheduleStatus | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
+) -> ScheduleList:
+    svc = services_of(request)
+    items, total = await svc.list_schedules(
+        tenant_of(request),
+        customer_id=None if customer_id is None else str(customer_id),
+        external_id=external_id,
+        status=None if status is None else status.value,
+        limit=limit,
+        offset=offset,
+    )
+    return ScheduleList(
+        schedules=[schedule_out(svc, s) for s in items],
+        total=total, limit=limit, offset=offset, has_more=offset + len(items) < total,
+    )
+
+
+@post("/schedules", responses=ERRORS, summary="Create Schedule")
+async def create_schedule(
+    request: R, data: JSONBody[ScheduleCreate]
+) -> Response[ScheduleOut]:
+    svc = services_of(request)
+    fields = {f: getattr(data, f) for f in data.__struct_fields__}
+    for key in ("customer_id", "relative_entity_definition_id"):
+        if fields[key] is not None:
+            fields[key] = str(fields[key])
+    s, created = await svc.create_schedule(tenant_of(request), fields)
+    return Response(schedule_out(svc, s), status_code=201 if created else 200)
+
+
+@get("/schedules" + SID, responses=ERRORS, summary="Get Schedule")
+async def get_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
+    svc = services_of(request)
+    s = await svc.get_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
+    return schedule_out(svc, s)
+
+
+@put("/schedules" + SID, responses=ERRORS, summary="Update Schedule")
+async def update_schedule(
+    request: R, schedule_id: FromPath[str], data: JSONBody[ScheduleUpdate]
+) -> ScheduleOut:
+    svc = services_of(request)
+    sid = path_uuid(schedule_id, "schedule_id")
+    s = await svc.update_schedule(tenant_of(request), sid, data.present())
+    return schedule_out(svc, s)
+
+
+@delete("/schedules" + SID, responses=ERRORS, summary="Delete Schedule", status_code=204)
+async def delete_schedule(request: R, schedule_id: FromPath[str]) -> None:
+    svc = services_of(request)
+    await svc.delete_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
+
+
+@post("/schedules" + SID + "/pause", responses=ERRORS, summary="Pause Schedule", status_code=200)
+async def pause_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
+    svc = services_of(request)
+    s = await svc.pause_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
+    return schedule_out(svc, s)
+
+
+@post("/schedules" + SID + "/resume", responses=ERRORS, summary="Resume Schedule",
+      status_code=200)
+async def resume_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
+    svc = services_of(request)
+    s = await svc.resume_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
+    return schedule_out(svc, s)
+
+
+HANDLERS = [
+    list_schedules, create_schedule, get_schedule, update_schedule, delete_schedule,
+    pause_schedule, resume_schedule,
+]

@@ -1,0 +1,64 @@
+"""Unauthenticated probes (/healthz, /readyz) and the authenticated preview."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.params import FromQuery, QueryParameter
+
+from schedd import timing
+from schedd.api.common import ERRORS, services_of
+from schedd.api.schemas import PreviewOut
+from schedd.errors import InvalidField
+from schedd.models import ScheduleType
+
+R = Request[Any, Any, Any]
+
+
+@get("/healthz", opt={"public": True}, summary="Liveness", include_in_schema=True)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", opt={"public": True}, summary="Readiness")
+async def readyz(request: R) -> Response[dict[str, Any]]:
+    """200 when the database answers and the scheduler loop is alive; 503 otherwise."""
+    svc = services_of(request)
+    info: dict[str, Any] = {}
+    ok = True
+    try:
+        await svc.db.fetch_one("SELECT 1")
+        info["database"] = "ok"
+    except Exception as exc:
+        ok = False
+        info["database"] = f"error: {type(exc).__name__}"
+    readiness = getattr(request.app.state, "readiness", None)
+    if readiness is not None:
+        loop_ok, loop_info = readiness()
+        ok = ok and loop_ok
+        info["scheduler"] = loop_info
+    info["status"] = "ok" if ok else "unavailable"
+    return Response(info, status_code=200 if ok else 503)
+
+
+@get("/v1/preview", responses=ERRORS, summary="Preview fire times")
+async def preview(
+    request: R,
+    schedule_type: FromQuery[ScheduleType],
+    schedule_expression: FromQuery[str],
+    timezone: Annotated[str, QueryParameter(max_length=50)] = "UTC",
+    after: FromQuery[str | None] = None,
+    count: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+) -> PreviewOut:
+    svc = services_of(request)
+    after_ms = None
+    if after is not None:
+        try:
+            after_ms = timing.parse_instant_ms(after, timing.load_zone("UTC"))
+        except timing.TimingError as exc:
+            raise InvalidField(("query", "after"), str(exc)) from None
+    times = svc.preview(
+        schedule_type.value, schedule_expression, timezone, after_ms=after_ms, count=count
+    )
+    return PreviewOut(times=[timing.format_ms(t) for t in times])

@@ -1,0 +1,448 @@
+"""Use cases shared by the HTTP API and the CLI. No HTTP here: errors are domain errors.
+
+The API layer decodes and range-checks request bodies into plain values; services check
+what needs the domain (expressions, zones, instants, action configs), plan next_run_at and
+write through the store in one transaction per use case.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from schedd import actions, auth, timing
+from schedd.clock import Clock
+from schedd.config import Settings
+from schedd.engine import Engine
+from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
+from schedd.models import (
+    ActionType,
+    ApiKey,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+)
+from schedd.store import Store
+
+DEFAULT_TENANT = "default"
+KEY_TOUCH_INTERVAL_MS = 60_000
+PAUSED_MANUAL = "manual"
+
+# PUT may change these (seed 000 "Update Schedule"); status is handled as pause/resume.
+UPDATABLE = (
+    "action_config", "catchup_window_minutes", "description", "flexible_window_minutes",
+    "max_retries", "name", "overlap_policy", "rate_limit_per_minute", "schedule_expression",
+    "status", "timezone",
+)
+_TIMING_FIELDS = frozenset({"schedule_expression", "timezone"})
+
+
+def _body(field: str, msg: str, type_: str = "value_error") -> InvalidField:
+    return InvalidField(("body", field), msg, type_)
+
+
+class Services:
+    def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
+        self.store = store
+        self.db = store.db
+        self.clock = clock
+        self.settings = settings
+        self.engine: Engine | None = None
+        self._key_touched: dict[str, int] = {}
+
+    def attach_engine(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the scheduler engine is not running")
+        return self.engine
+
+    def _wake(self, due_ms: int | None) -> None:
+        if self.engine is not None and due_ms is not None:
+            self.engine.wake(due_ms)
+
+    def engine_readiness(self) -> tuple[bool, dict[str, Any]]:
+        if self.engine is None:
+            return False, {"alive": False}
+        return self.engine.readiness()
+
+    # ------------------------------------------------------------------ keys and tenants
+    async def create_key(self, tenant_name: str) -> tuple[str, str]:
+        """A new key for `tenant_name` (created if new): (key id, key). The key is shown once."""
+        name = tenant_name.strip()
+        if not name or len(name) > 100:
+            raise InvalidField(("tenant",), "a tenant name is 1 to 100 characters")
+        now = self.clock.now_ms()
+        key = auth.generate_key()
+        key_id = str(uuid.uuid4())
+        async with self.db.write_tx() as conn:
+            tenant_id = await self.store.tenant_id_by_name(name, conn)
+            if tenant_id is None:
+                tenant_id = str(uuid.uuid4())
+                await self.store.insert_tenant(conn, tenant_id, name, now)
+            await self.store.insert_key(
+                conn, key_id, tenant_id, auth.display_prefix(key), auth.hash_key(key), now
+            )
+        return key_id, key
+
+    async def ensure_first_key(self, key_path: str | Path) -> Path | None:
+        """On first start (no key at all), create one for tenant `default` and write it to
+        `key_path` with mode 0600. Returns the path written, or None when keys exist."""
+        if await self.store.count_keys() > 0:
+            return None
+        _, key = await self.create_key(DEFAULT_TENANT)
+        path = Path(key_path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.chmod(path, 0o600)
+        return path
+
+    async def list_keys(self) -> list[ApiKey]:
+        return await self.store.list_keys()
+
+    async def revoke_key(self, key_id: str) -> None:
+        async with self.db.write_tx() as conn:
+            revoked = await self.store.revoke_key(conn, key_id, self.clock.now_ms())
+        if not revoked:
+            if await self.store.key_exists(key_id):
+                raise Conflict(f"key {key_id} is already revoked")
+            raise NotFound("Key")
+
+    async def authenticate(self, key: str | None) -> str:
+        """The tenant id of a valid, unrevoked key; Unauthorized otherwise. Revocation takes
+        effect at once: every request looks its key up (one indexed read)."""
+        if not key:
+            raise Unauthorized("Missing API key: send 'Authorization: Bearer KEY' or 'X-Api-Key'")
+        found = await self.store.active_key_by_hash(auth.hash_key(key))
+        if found is None:
+            raise Unauthorized("Invalid or revoked API key")
+        key_id, tenant_id, last_used = found
+        now = self.clock.now_ms()
+        seen = max(last_used or 0, self._key_touched.get(key_id, 0))
+        if now - seen >= KEY_TOUCH_INTERVAL_MS:
+            self._key_touched[key_id] = now
+            async with self.db.write_tx() as conn:
+                await self.store.touch_key(conn, key_id, now)
+        return tenant_id
+
+    # ------------------------------------------------------------------ validation helpers
+    def _zone(self, name: str) -> None:
+        try:
+            timing.load_zone(name)
+        except timing.TimingError as exc:
+            raise _body("timezone", str(exc)) from None
+
+    def _instant(self, field: str, text: str | None, tz: str) -> int | None:
+        if text is None:
+            return None
+        try:
+            return timing.parse_instant_ms(text, timing.load_zone(tz))
+        except timing.TimingError as exc:
+            raise _body(field, str(exc)) from None
+
+    def _action(self, action_type: str, config: Any) -> dict[str, Any]:
+        return actions.validate_action_config(
+            action_type, config, allow_commands=self.settings.allow_commands
+        )
+
+    def plan_first_run(self, s: Schedule, now_ms: int) -> int | None:
+        """The first occurrence of a new, resumed or re-timed schedule, planned from now.
+        Raises InvalidField on a bad expression. A once-time in the past but inside the
+        catch-up window stays due (it fires at once); older ones are refused by create."""
+        try:
+            timer = timing.compile_timer(
+                s.schedule_type.value, s.schedule_expression, s.timezone,
+                anchor_ms=s.created_ms, start_ms=s.start_ms, end_ms=s.end_ms,
+            )
+        except timing.TimingError as exc:
+            field = "schedule_type" if s.schedule_type is ScheduleType.relative else (
+                "schedule_expression")
+            raise _body(field, str(exc)) from None
+        if s.schedule_type is ScheduleType.once:
+            return timer.next_after(-(2**62))
+        return timer.next_after(now_ms - 1)
+
+    def _check_once_window(self, s: Schedule, first: int | None, now_ms: int) -> None:
+        if s.schedule_type is ScheduleType.once and first is not None:
+            window_ms = s.catchup_window_minutes * 60_000
+            if first < now_ms - window_ms:
+                raise _body(
+                    "schedule_expression",
+                    f"the once-time {timing.format_ms(first)} is older than the catch-up window "
+                    f"({s.catchup_window_minutes} min)",
+                )
+
+    # ------------------------------------------------------------------ schedules
+    async def create_schedule(
+        self, tenant_id: str, fields: Mapping[str, Any]
+    ) -> tuple[Schedule, bool]:
+        """(schedule, created). With a matching deduplication_key the existing schedule is
+        returned unchanged and created is False."""
+        f = dict(fields)
+        now = self.clock.now_ms()
+        stype = ScheduleType(f["schedule_type"])
+        if stype is ScheduleType.relative:
+            raise _body("schedule_type", "relative schedules are not supported yet")
+        tz = f.get("timezone") or "UTC"
+        self._zone(tz)
+        start_ms = self._instant("start_at", f.get("start_at"), tz)
+        end_ms = self._instant("end_at", f.get("end_at"), tz)
+        if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+            raise _body("end_at", "end_at must be after start_at")
+        if not f.get("schedule_expression"):
+            raise _body("schedule_expression", f"required for schedule_type {stype.value!r}",
+                        "missing")
+        config = self._action(f["action_type"], f.get("action_config"))
+        s = Schedule(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            name=f["name"],
+            description=f.get("description"),
+            schedule_type=stype,
+            schedule_expression=f["schedule_expression"],
+            timezone=tz,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            action_type=ActionType(f["action_type"]),
+            action_config=config,
+            customer_id=f.get("customer_id"),
+            external_id=f.get("external_id"),
+            deduplication_key=f.get("deduplication_key"),
+            created_ms=now,
+            updated_ms=now,
+            **{k: f[k] for k in (
+                "overlap_policy", "catchup_window_minutes", "catchup_policy",
+                "flexible_window_minutes", "max_retries", "retry_backoff_seconds",
+                "pause_on_failure_count", "rate_limit_per_minute", "action_after_completion",
+                "relative_entity_definition_id", "relative_field_name", "relative_offset_days",
+                "relative_filter",
+            ) if f.get(k) is not None},
+        )
+        first = self.plan_first_run(s, now)
+        self._check_once_window(s, first, now)
+        if first is None:
+            field = "end_at" if end_ms is not None else "schedule_expression"
+            raise _body(field, "the schedule has no occurrence in the future")
+        s.next_run_ms = first
+        async with self.db.write_tx() as conn:
+            if s.deduplication_key is not None:
+                existing = await self.store.find_by_dedup_key(conn, tenant_id, s.deduplication_key)
+                if existing is not None:
+                    return existing, False
+            await self.store.insert_schedule(conn, s)
+        self._wake(first)
+        return s, True
+
+    async def get_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
+        s = await self.store.get_schedule(tenant_id, schedule_id)
+        if s is None:
+            raise NotFound("Schedule")
+        return s
+
+    async def list_schedules(
+        self,
+        tenant_id: str,
+        *,
+        customer_id: str | None = None,
+        external_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Schedule], int]:
+        return await self.store.list_schedules(
+            tenant_id, customer_id=customer_id, external_id=external_id, status=status,
+            limit=limit, offset=offset,
+        )
+
+    async def update_schedule(
+        self, tenant_id: str, schedule_id: str, patch: Mapping[str, Any]
+    ) -> Schedule:
+        """Partial update: only the keys present in `patch` change (None clears a nullable
+        field). Timing changes recompute next_run_at from now; status pauses or resumes."""
+        unknown = set(patch) - set(UPDATABLE)
+        if unknown:
+            raise _body(sorted(unknown)[0], "this field cannot be changed", "extra_forbidden")
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
+            if s is None:
+                raise NotFound("Schedule")
+            for key in ("name", "max_retries", "catchup_window_minutes",
+                        "flexible_window_minutes", "overlap_policy", "schedule_expression",
+                        "timezone", "action_config", "status"):
+                if key in patch and patch[key] is None:
+                    raise _body(key, "may not be null", "none_forbidden")
+            if "timezone" in patch:
+                self._zone(patch["timezone"])
+            if "action_config" in patch:
+                merged = actions.merge_redacted(s.action_config, patch["action_config"])
+                s.action_config = self._action(s.action_type.value, merged)
+            for key in ("name", "description", "max_retries", "catchup_window_minutes",
+                        "flexible_window_minutes", "overlap_policy", "rate_limit_per_minute",
+                        "schedule_expression", "timezone"):
+                if key in patch:
+                    setattr(s, key, patch[key])
+            retime = bool(_TIMING_FIELDS & set(patch))
+            if "status" in patch:
+                new = ScheduleStatus(patch["status"])
+                if new is ScheduleStatus.completed:
+                    raise _body("status", "status may be set to 'active' or 'paused'", "enum")
+                if new is not s.status:
+                    if s.status is ScheduleStatus.completed:
+                        raise Conflict("Schedule is completed; it cannot be resumed or paused")
+                    s.status = new
+                    if new is ScheduleStatus.paused:
+                        s.paused_reason = PAUSED_MANUAL
+                    else:
+                        self._resumed(s)
+                        retime = True
+            if retime and s.status is not ScheduleStatus.completed:
+                first = self.plan_first_run(s, now)
+                if s.schedule_type is ScheduleType.once and "schedule_expression" in patch:
+                    self._check_once_window(s, first, now)
+                s.next_run_ms = first
+                s.last_error = None
+            s.updated_ms = now
+            await self.store.update_schedule(conn, s)
+        self._wake(s.next_run_ms)
+        return s
+
+    def _resumed(self, s: Schedule) -> None:
+        s.status = ScheduleStatus.active
+        s.paused_reason = None
+        s.consecutive_failures = 0
+
+    async def delete_schedule(self, tenant_id: str, schedule_id: str) -> None:
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
+            if s is None:
+                raise NotFound("Schedule")
+            await self.store.cancel_pending_runs_of(conn, schedule_id, now, "schedule deleted")
+            await self.store.delete_schedule(conn, schedule_id)
+
+    async def pause_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
+        async with self.db.write_tx() as conn:
+            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
+            if s is None:
+                raise NotFound("Schedule")
+            if s.status is ScheduleStatus.completed:
+                raise Conflict("Schedule is completed; it cannot be paused")
+            if s.status is ScheduleStatus.active:
+                s.status = ScheduleStatus.paused
+                s.paused_reason = PAUSED_MANUAL
+                s.updated_ms = self.clock.now_ms()
+                await self.store.update_schedule(conn, s)
+        return s
+
+    async def resume_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
+        now = self.clock.now_ms()
+        async with self.db.write_tx() as conn:
+            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
+            if s is None:
+                raise NotFound("Schedule")
+            if s.status is ScheduleStatus.completed:
+                raise Conflict("Schedule is completed; it cannot be resumed")
+            if s.status is ScheduleStatus.paused:
+                self._resumed(s)
+                try:
+                    s.next_run_ms = self.plan_first_run(s, now)
+                except InvalidField as exc:
+                    s.next_run_ms = None
+                    s.last_error = exc.msg
+                if s.next_run_ms is None:
+                    s.status = ScheduleStatus.completed
+                s.updated_ms = now
+                await self.store.update_schedule(conn, s)
+        self._wake(s.next_run_ms)
+        return s
+
+    def public_action_config(self, s: Schedule) -> dict[str, Any]:
+        """The action config as reads show it: secrets and sensitive headers redacted."""
+        return actions.redact_config(s.action_type.value, s.action_config)
+
+    async def trigger_schedule(self, tenant_id: str, schedule_id: str) -> Run:
+        s = await self.get_schedule(tenant_id, schedule_id)
+        return await self._engine().trigger(s)
+
+    # ------------------------------------------------------------------ runs
+    async def get_run(self, tenant_id: str, run_id: str) -> Run:
+        run = await self.store.get_run(tenant_id, run_id)
+        if run is None:
+            raise NotFound("Run")
+        return run
+
+    async def list_runs(
+        self,
+        tenant_id: str,
+        *,
+        schedule_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[list[Run], int]:
+        return await self.store.list_runs(
+            tenant_id, schedule_id=schedule_id, status=None if status is None else status.value,
+            limit=limit, offset=offset,
+        )
+
+    async def list_schedule_runs(
+        self, tenant_id: str, schedule_id: str, *, limit: int, offset: int
+    ) -> tuple[list[Run], int]:
+        await self.get_schedule(tenant_id, schedule_id)
+        return await self.list_runs(tenant_id, schedule_id=schedule_id, limit=limit,
+                                    offset=offset)
+
+    async def cancel_run(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
+        return await self._engine().cancel(tenant_id, run_id, reason)
+
+    async def retry_run(self, tenant_id: str, run_id: str) -> Run:
+        return await self._engine().retry(tenant_id, run_id)
+
+    # ------------------------------------------------------------------ workers
+    async def claim_work(self, tenant_id: str, queues: list[str], worker_id: str,
+                         wait_s: float, lease_s: float) -> Run | None:
+        return await self._engine().claim_for_worker(tenant_id, queues, worker_id, wait_s,
+                                                     lease_s)
+
+    async def heartbeat(self, tenant_id: str, run_id: str, worker_id: str,
+                        lease_s: float) -> bool:
+        _, cancel_requested = await self._engine().heartbeat(tenant_id, run_id, worker_id,
+                                                            lease_s)
+        return cancel_requested
+
+    async def complete_run(self, tenant_id: str, run_id: str, worker_id: str, succeeded: bool,
+                           result: Any, error_message: str | None) -> Run:
+        return await self._engine().complete(tenant_id, run_id, worker_id, succeeded, result,
+                                             error_message)
+
+    # ------------------------------------------------------------------ preview
+    def preview(
+        self,
+        schedule_type: str,
+        expression: str,
+        tz: str,
+        *,
+        after_ms: int | None,
+        count: int,
+    ) -> list[int]:
+        self._zone_query(tz)
+        after = self.clock.now_ms() if after_ms is None else after_ms
+        try:
+            return timing.preview(schedule_type, expression, tz, after_ms=after, count=count)
+        except timing.TimingError as exc:
+            loc = "schedule_type" if schedule_type == "relative" else "schedule_expression"
+            raise InvalidField(("query", loc), str(exc)) from None
+
+    def _zone_query(self, tz: str) -> None:
+        try:
+            timing.load_zone(tz)
+        except timing.TimingError as exc:
+            raise InvalidField(("query", "timezone"), str(exc)) from None

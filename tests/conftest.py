@@ -1,0 +1,90 @@
+"""Shared fixtures: a settings factory on tmp_path, a fake clock, and an API client over
+the real app (its lifespan opens the database and runs the engine on the fake clock)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from schedd.clock import FakeClock
+from schedd.config import Settings
+from schedd.daemon import build_app
+from schedd.services import Services
+
+# 2026-11-22T09:00:00Z, a Sunday
+T0 = 1_795_338_000_000
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {"db": str(tmp_path / "schedd.db")}
+        base.update(overrides)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+class Api:
+    """An authenticated client for one tenant, plus the services behind it."""
+
+    def __init__(self, client: AsyncTestClient[Any], key: str) -> None:
+        self.client = client
+        self.key = key
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    @property
+    def services(self) -> Services:
+        svc: Services = self.client.app.state.services
+        return svc
+
+    async def get(self, path: str, **kw: Any) -> Any:
+        return await self.client.get(path, headers=self.headers, **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return await self.client.post(path, json=json, headers=self.headers, **kw)
+
+    async def put(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return await self.client.put(path, json=json, headers=self.headers, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Any:
+        return await self.client.delete(path, headers=self.headers, **kw)
+
+    async def other_tenant(self, name: str = "other") -> Api:
+        _, key = await self.services.create_key(name)
+        return Api(self.client, key)
+
+
+@pytest.fixture
+async def api(make_settings: Callable[..., Settings], clock: FakeClock) -> AsyncIterator[Api]:
+    settings = make_settings(allow_commands=True)
+    app = build_app(settings, clock)
+    async with AsyncTestClient(app=app) as client:
+        key = Path(settings.db + ".key").read_text().strip()
+        yield Api(client, key)
+
+
+def schedule_body(**overrides: Any) -> dict[str, Any]:
+    """A valid create body (interval, noop) with overrides."""
+    body: dict[str, Any] = {
+        "name": "nightly report",
+        "schedule_type": "interval",
+        "schedule_expression": "15m",
+        "action_type": "noop",
+        "action_config": {},
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not _DROP}
+
+
+_DROP = object()
+DROP: Any = _DROP
