@@ -6,6 +6,7 @@ Wall time (epoch milliseconds) decides what is due; monotonic time paces sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -35,10 +36,8 @@ class SystemClock:
         delay = min(max(0.0, (due_ms - self.now_ms()) / 1000.0), cap_s)
         if delay <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=delay)
-        except TimeoutError:
-            pass
 
 
 class FakeClock:

@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+
 import uvicorn
 from litestar import Litestar
 
@@ -45,6 +46,7 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             max_connections=settings.webhook_max_connections,
             follow_redirects=settings.webhook_follow_redirects,
             allow_commands=settings.allow_commands,
+            now_s=lambda: clock.now_ms() / 1000.0,
         ))
         engine = Engine(store, clock, settings, runner)
         services.attach_engine(engine)

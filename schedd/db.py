@@ -64,7 +64,7 @@ class Database:
             await w.execute("PRAGMA synchronous = NORMAL")
             await w.execute("PRAGMA foreign_keys = ON")
             await self._migrate(w)
-            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+            uri = Path(self.path).resolve().as_uri() + "?mode=ro"  # noqa: ASYNC240
             if self.path == ":memory:":
                 self._reader = w
             else:

@@ -14,6 +14,7 @@ sleep_cap_seconds so a clock jump or a suspended host is noticed; it never polls
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -82,6 +83,7 @@ def context_for(run: Run, s: Schedule) -> RunContext:
         triggered_at=timing.format_ms(run.triggered_ms),
         trigger_type=run.trigger_type.value,
         payload=s.action_config.get("payload"),
+        attempt_root_run_id=run.attempt_root_run_id,
     )
 
 
@@ -270,7 +272,8 @@ class Engine:
                 work.queued = True
         await self.store.insert_runs(conn, new_runs)
         if work.cancel_tasks:
-            await self._cancel_active(conn, work.cancel_tasks, now, "replaced by a newer occurrence")
+            await self._cancel_active(conn, work.cancel_tasks, now,
+                                      "replaced by a newer occurrence")
         await self.store.update_schedules(conn, changed)
 
     def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
@@ -570,10 +573,10 @@ class Engine:
 
     async def _after_chain_change(self, conn: aiosqlite.Connection, run: Run, now: int) -> None:
         s = await self.store.get_schedule(None, run.schedule_id, conn)
-        if s is not None and s.overlap_policy in (OverlapPolicy.BUFFER_ONE,
-                                                  OverlapPolicy.BUFFER_ALL):
-            if await self.store.release_buffered(conn, s.id, now):
-                self.wake(now)
+        if (s is not None
+                and s.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
+                and await self.store.release_buffered(conn, s.id, now)):
+            self.wake(now)
 
     async def retry(self, tenant_id: str, run_id: str) -> Run:
         """A new attempt of the same occurrence, chained to a failed or cancelled run that
@@ -636,10 +639,8 @@ class Engine:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
                 return None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
 
     async def heartbeat(self, tenant_id: str, run_id: str, worker_id: str,
                         lease_s: float) -> tuple[Run, bool]:

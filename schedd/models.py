@@ -37,7 +37,9 @@ class RunStatus(StrEnum):
     skipped = "skipped"
 
 
-FINISHED = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.skipped})
+FINISHED = frozenset(
+    {RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.skipped}
+)
 
 
 class TriggerType(StrEnum):

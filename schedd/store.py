@@ -157,6 +157,7 @@ class Store:
     async def get_schedule(
         self, tenant_id: str | None, schedule_id: str, conn: aiosqlite.Connection | None = None
     ) -> Schedule | None:
+        params: tuple[str, ...]
         if tenant_id is None:
             sql, params = f"SELECT {_S_SELECT} FROM schedules WHERE id = ?", (schedule_id,)
         else:
@@ -249,6 +250,7 @@ class Store:
     async def get_run(
         self, tenant_id: str | None, run_id: str, conn: aiosqlite.Connection | None = None
     ) -> Run | None:
+        params: tuple[str, ...]
         if tenant_id is None:
             sql, params = f"SELECT {_R_SELECT} FROM runs WHERE id = ?", (run_id,)
         else:

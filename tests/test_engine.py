@@ -5,6 +5,7 @@ Each test states its timeline and asserts the exact runs."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from engine_kit import kit, until
 
 from schedd.models import RunStatus, ScheduleStatus
-from schedd.timing import format_ms, parse_instant_ms, load_zone
+from schedd.timing import format_ms, load_zone, parse_instant_ms
 
 UTC = load_zone("UTC")
 MIN = 60_000
@@ -37,8 +38,9 @@ async def test_daily_cron_in_berlin_over_ten_days(tmp_path: Path) -> None:
         s = await k.create(schedule_type="cron", schedule_expression="0 9 * * *",
                            timezone="Europe/Berlin")
         await k.run_until(ms("2026-12-02T12:00:00Z"))
-        assert fired(await k.runs(s.id)) == [f"2026-11-{d}T08:00:00.000Z" for d in range(23, 31)] + [
-            "2026-12-01T08:00:00.000Z", "2026-12-02T08:00:00.000Z"]
+        assert fired(await k.runs(s.id)) == [
+            f"2026-11-{d}T08:00:00.000Z" for d in range(23, 31)
+        ] + ["2026-12-01T08:00:00.000Z", "2026-12-02T08:00:00.000Z"]
         assert all(r.status is RunStatus.succeeded for r in await k.runs(s.id))
         assert (await k.schedule(s.id)).run_count == 10
 
@@ -83,7 +85,7 @@ async def test_every_second_for_an_hour_no_gap_no_double(tmp_path: Path) -> None
         times = sorted(r.scheduled_for_ms for r in await k.runs(s.id))
         assert len(times) == 3600
         assert times[0] == t0 + 1000
-        assert all(b - a == 1000 for a, b in zip(times, times[1:], strict=False))
+        assert all(b - a == 1000 for a, b in itertools.pairwise(times))
         # each ran on time: claimed exactly at its occurrence, as trigger "scheduled"
         runs = await k.runs(s.id)
         assert {r.trigger_type.value for r in runs} == {"scheduled"}
