@@ -1,0 +1,95 @@
+"""Settings are declared once; the example file, env, flags and file agree with them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from schedd import config
+from schedd.config import Settings
+from schedd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_file_is_the_rendered_declaration() -> None:
+    assert (ROOT / "schedd.toml.example").read_text() == config.render_example()
+
+
+def test_the_example_lists_every_setting_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "schedd.toml.example").read_text())
+    flat = {k: v for section in data.values() for k, v in section.items()}
+    assert set(flat) == set(config.FIELDS)
+    defaults = Settings()
+    for name, value in flat.items():
+        assert value == getattr(defaults, name), name
+
+
+def test_every_setting_is_documented_in_docs() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    missing = [name for name in config.FIELDS if f"`{name}`" not in text]
+    assert missing == []
+
+
+def test_defaults_with_nothing_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = config.load(env={})
+    assert (s.host, s.port, s.db) == ("127.0.0.1", 8321, "./schedd.db")
+
+
+def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[server]\nport = 1111\nhost = "0.0.0.0"\n[engine]\nclaim_batch_size = 7\n')
+    s = config.load(f, env={})
+    assert (s.port, s.host, s.claim_batch_size) == (1111, "0.0.0.0", 7)
+    s = config.load(f, env={"SCHEDD_PORT": "2222"})
+    assert (s.port, s.host) == (2222, "0.0.0.0")
+    s = config.load(f, {"port": 3333, "host": None}, env={"SCHEDD_PORT": "2222"})
+    assert (s.port, s.host) == (3333, "0.0.0.0")
+    s = config.load(f, env={"SCHEDD_ALLOW_COMMANDS": "true"})
+    assert s.allow_commands is True
+
+
+def test_schedd_config_env_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[server]\nport = 4444\n")
+    assert config.load(env={"SCHEDD_CONFIG": str(f)}).port == 4444
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[server]\nport = 0\n", "port"),
+        ("[server]\nport = 'x'\n", "port"),
+        ("[server]\nprot = 1\n", "prot"),
+        ("[nope]\nx = 1\n", "[nope]"),
+        ("[engine]\nport = 80\n", "port belongs in [server]"),
+        ("[logging]\nlog_format = 'xml'\n", "log_format"),
+        ("[engine]\nmax_concurrent_actions = 0\n", "max_concurrent_actions"),
+        ("port = = 1\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_file_names_the_key(tmp_path: Path, text: str, names: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=names.replace("[", r"\[").replace("]", r"\]")):
+        config.load(f, env={})
+
+
+def test_a_bad_env_value_names_the_variable_key() -> None:
+    with pytest.raises(ConfigError, match="port"):
+        config.load(env={"SCHEDD_PORT": "eighty"})
+
+
+def test_serve_with_a_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("[server]\nport = 70000\n")
+    r = subprocess.run([sys.executable, "-m", "schedd", "serve", "--config", str(f)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "port" in lines[0]

@@ -1,0 +1,92 @@
+"""Dependencies flow one way (CONVENTIONS.md): HTTP layer -> services -> engine -> actions,
+services/engine -> store -> db. The store knows nothing of HTTP, the engine nothing of
+Litestar, and only clock.py reads the system clock."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "schedd"
+LEAVES = {"models", "errors", "clock", "config", "__init__"}
+
+# module -> schedd modules it must not import
+FORBIDDEN: dict[str, set[str]] = {
+    "timing": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli", "policies"},
+    "policies": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli", "timing"},
+    "actions": {"db", "store", "engine", "services", "api", "daemon", "cli"},
+    "db": {"store", "engine", "services", "api", "actions", "daemon", "cli"},
+    "store": {"engine", "services", "api", "actions", "daemon", "cli"},
+    "engine": {"services", "api", "daemon", "cli"},
+    "services": {"api", "daemon", "cli"},
+    "api": {"db", "store", "engine", "actions", "daemon", "cli"},
+    "models": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli", "timing"},
+    "errors": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli"},
+}
+THIRD_PARTY_FORBIDDEN = {
+    "store": {"litestar", "uvicorn", "aiohttp"},
+    "db": {"litestar", "uvicorn", "aiohttp"},
+    "engine": {"litestar", "uvicorn"},
+    "services": {"litestar", "uvicorn"},
+    "timing": {"litestar", "aiosqlite", "aiohttp"},
+    "policies": {"litestar", "aiosqlite", "aiohttp"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(PKG).with_suffix("")
+        out[".".join(rel.parts)] = p
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            if node.module == "schedd":
+                found |= {f"schedd.{a.name}" for a in node.names}
+    return found
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[0]
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_imports_follow_the_layers(module: str) -> None:
+    layer = _layer(module)
+    imports = _imports(_modules()[module])
+    ours = {_layer(i.removeprefix("schedd.")) for i in imports if i.startswith("schedd.")}
+    bad = ours & FORBIDDEN.get(layer, set())
+    assert not bad, f"{module} imports {sorted(bad)}"
+    third = {i.split(".")[0] for i in imports if not i.startswith("schedd")}
+    bad3 = third & THIRD_PARTY_FORBIDDEN.get(layer, set())
+    assert not bad3, f"{module} imports {sorted(bad3)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in _modules() if m != "clock"))
+def test_only_the_clock_reads_the_system_clock(module: str) -> None:
+    tree = ast.parse(_modules()[module].read_text())
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("time", "time_ns", "now", "utcnow",
+                                                             "monotonic"):
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("time", "datetime"):
+                calls.append(f"{base.id}.{node.attr}")
+    allowed = {"logs": {"time.time"}}  # log record timestamps come from logging itself
+    assert set(calls) <= allowed.get(module, set()), f"{module} reads the clock: {calls}"
+
+
+def test_no_sql_reads_the_clock() -> None:
+    text = (PKG / "store.py").read_text() + "".join(
+        p.read_text() for p in (PKG / "migrations").glob("*.sql"))
+    for word in ("'now'", "CURRENT_TIMESTAMP", "CURRENT_DATE", "CURRENT_TIME", "julianday("):
+        assert word.lower() not in text.lower(), word
