@@ -92,7 +92,7 @@ class _TickWork:
     """What one claim transaction produced: runs to start after the commit."""
 
     start: list[tuple[Run, Schedule]] = field(default_factory=list)
-    cancel_tasks: list[str] = field(default_factory=list)
+    cancel_schedules: list[str] = field(default_factory=list)
     queued: bool = False
     more: bool = False
 
@@ -200,8 +200,6 @@ class Engine:
                 limit -= len(work.start)
                 if limit > 0:
                     await self._claim(conn, now, limit, work)
-        for run_id in work.cancel_tasks:
-            self._cancel_task(run_id)
         for run, s in work.start:
             self._dispatch(run, s)
         if work.queued:
@@ -270,10 +268,11 @@ class Engine:
                 r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
                                                          context_for(r, s))
                 work.queued = True
-        await self.store.insert_runs(conn, new_runs)
-        if work.cancel_tasks:
-            await self._cancel_active(conn, work.cancel_tasks, now,
+        if work.cancel_schedules:
+            # CANCEL_OTHER: the active runs end before the new ones are inserted
+            await self._cancel_active(conn, work.cancel_schedules, now,
                                       "replaced by a newer occurrence")
+        await self.store.insert_runs(conn, new_runs)
         await self.store.update_schedules(conn, changed)
 
     def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
@@ -308,7 +307,7 @@ class Engine:
                 out[-1].error_message = "an earlier run of this schedule was still active"
                 continue
             if decision.cancel_active and n_active:
-                work.cancel_tasks.append(s.id)
+                work.cancel_schedules.append(s.id)
                 n_active = 0
             due = occ + policies.flex_offset_ms(s.id, occ, s.flexible_window_minutes)
             if decision.buffered:
@@ -369,12 +368,12 @@ class Engine:
             if len(self.inflight) == self.capacity - 1:
                 self._wake.set()  # a slot freed after being full
 
-    def _cancel_task(self, key: str) -> None:
-        """Cancel the executing task of a run id (or of every run of a schedule id)."""
-        for rid, task in list(self.inflight.items()):
-            if rid == key or task.get_name() == f"sched-{key}":
-                self._cancelled.add(rid)
-                task.cancel()
+    def _cancel_task(self, run_id: str) -> None:
+        """Abort the action of a run executing in this process, if it is."""
+        task = self.inflight.get(run_id)
+        if task is not None:
+            self._cancelled.add(run_id)
+            task.cancel()
 
     # ------------------------------------------------------------------ recording outcomes
     async def _recorder(self) -> None:
@@ -567,9 +566,7 @@ class Engine:
                 self._mark_cancelled(r, now, reason)
             await self.store.update_runs(conn, active, _CANCEL_COLS)
             for r in active:
-                if r.id in self.inflight:
-                    self._cancelled.add(r.id)
-                    self.inflight[r.id].cancel()
+                self._cancel_task(r.id)
 
     async def _after_chain_change(self, conn: aiosqlite.Connection, run: Run, now: int) -> None:
         s = await self.store.get_schedule(None, run.schedule_id, conn)
