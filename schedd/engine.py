@@ -246,7 +246,9 @@ class Engine:
         changed: list[Schedule] = []
         for s in due:
             try:
-                self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, work)
+                planned = (await self.store.planned_starts(conn, s.id, now - 60_000)
+                           if s.rate_limit_per_minute else [])
+                self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, work, planned)
                 if s.next_run_ms is not None and s.next_run_ms <= now:
                     work.more = True
             except (timing.TimingError, InvalidField, ValueError, KeyError, TypeError) as exc:
@@ -276,7 +278,7 @@ class Engine:
         await self.store.update_schedules(conn, changed)
 
     def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
-              work: _TickWork) -> None:
+              work: _TickWork, planned: list[int]) -> None:
         """Turn a due schedule's occurrences up to `now` into runs (or missed/skipped
         records) and advance next_run_ms past them."""
         timer = timer_for(s)
@@ -310,6 +312,13 @@ class Engine:
                 work.cancel_schedules.append(s.id)
                 n_active = 0
             due = occ + policies.flex_offset_ms(s.id, occ, s.flexible_window_minutes)
+            if s.rate_limit_per_minute and not decision.buffered:
+                # the window counts real starts: a late (catch-up) run starts now
+                start = max(due, now)
+                deferred = policies.rate_limited_start(start, planned, s.rate_limit_per_minute)
+                if deferred > start:
+                    due = deferred
+                planned.append(deferred)
             if decision.buffered:
                 run = _new_run(s, occurrence_ms=occ, due_ms=due, now_ms=now, trigger=trigger,
                                status=RunStatus.pending)

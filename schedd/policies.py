@@ -60,3 +60,12 @@ def overlap(policy: OverlapPolicy, active: int, buffered: int) -> OverlapDecisio
     if policy is OverlapPolicy.BUFFER_ALL:
         return OverlapDecision(run=True, buffered=True)
     return OverlapDecision(run=True, cancel_active=True)
+
+
+def rate_limited_start(due_ms: int, planned: list[int], per_minute: int | None) -> int:
+    """The earliest start >= due_ms that keeps at most `per_minute` starts in any 60 s,
+    given the schedule's other planned starts (sorted, the last minute's and any deferred
+    ones). Deferred, never dropped: appending the result keeps `planned` valid."""
+    if not per_minute or len(planned) < per_minute:
+        return due_ms
+    return max(due_ms, planned[-per_minute] + 60_000)

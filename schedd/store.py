@@ -353,6 +353,19 @@ class Store:
         found = [int(v) for v in rows[0] if v is not None]
         return min(found) if found else None
 
+    async def planned_starts(
+        self, conn: aiosqlite.Connection, schedule_id: str, since_ms: int
+    ) -> list[int]:
+        """Planned starts (due_ms) of a schedule's scheduled occurrences from since_ms on,
+        deferred ones included: what its rate limit counts."""
+        rows = await self._all(
+            "SELECT due_ms FROM runs WHERE schedule_id = ? AND manual = 0 AND attempt = 1"
+            " AND status != 'skipped' AND due_ms > ? ORDER BY due_ms",
+            (schedule_id, since_ms),
+            conn,
+        )
+        return [int(r[0]) for r in rows]
+
     async def release_buffered(
         self, conn: aiosqlite.Connection, schedule_id: str, now_ms: int
     ) -> bool:
