@@ -8,15 +8,17 @@ exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import uvicorn
 from litestar import Litestar
 
-from schedd import __version__
+from schedd import __version__, systemd
 from schedd.actions import ActionRunner
 from schedd.api import create_app
 from schedd.clock import Clock, SystemClock
@@ -49,12 +51,31 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             now_s=lambda: clock.now_ms() / 1000.0,
         ))
         engine = Engine(store, clock, settings, runner)
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            engine.on_alive = _watchdog_pinger(clock, interval)
+            engine.sleep_cap_s = min(engine.sleep_cap_s, interval)
         services.attach_engine(engine)
         await engine.start()
         try:
             yield services
         finally:
             await engine.stop(settings.shutdown_grace_seconds)
+
+
+def _watchdog_pinger(clock: Clock, interval: float) -> Any:
+    """WATCHDOG=1 from the loop itself, at most every interval/2: a loop that stops waking
+    stops the pings and systemd restarts the service. (The loop's sleep is capped at the
+    interval so that an idle loop still pings.)"""
+    last = [float("-inf")]
+
+    def ping() -> None:
+        now = clock.monotonic()
+        if now - last[0] >= interval / 2:
+            last[0] = now
+            systemd.notify("WATCHDOG=1")
+
+    return ping
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> Litestar:
@@ -77,14 +98,31 @@ async def serve(settings: Settings) -> int:
         lifespan="on", log_config=None, access_log=False, server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
     )
-    server = uvicorn.Server(config)
-    log.info("schedd %s listening on http://%s:%d (database %s)", __version__, settings.host,
-             settings.port, settings.db)
-    await server.serve()
+    server = _Server(config)
+    ready = asyncio.create_task(_notify_ready(server, settings))
+    try:
+        await server.serve()
+    finally:
+        ready.cancel()
     if not server.started:
         return 1
     log.info("schedd stopped")
     return 0
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        systemd.notify("STOPPING=1")
+        super().handle_exit(sig, frame)
+
+
+async def _notify_ready(server: uvicorn.Server, settings: Settings) -> None:
+    """READY=1 once the socket is bound (the lifespan, which starts the loop, ran first)."""
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+        await asyncio.sleep(0.02)
+    log.info("schedd %s listening on http://%s:%d (database %s)", __version__, settings.host,
+             settings.port, settings.db)
+    systemd.notify("READY=1", f"STATUS=listening on {settings.host}:{settings.port}")
 
 
 def run_serve(settings: Settings) -> int:

@@ -120,6 +120,9 @@ class Engine:
         self._recorder_task: asyncio.Task[None] | None = None
         self.last_wake_mono: float | None = None
         self.ticks = 0
+        # called after every healthy wake of the loop (the daemon pings systemd's watchdog)
+        self.on_alive: Any = None
+        self.sleep_cap_s = settings.sleep_cap_seconds
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
@@ -176,12 +179,14 @@ class Engine:
                 log.exception("scheduler tick failed (%d in a row)", failures)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
+            if self.on_alive is not None:
+                self.on_alive()
             if more or self._stopping:
                 await asyncio.sleep(0)
                 continue
             full = len(self.inflight) >= self.capacity
             nxt = await self.store.next_wake_ms(None, include_due_work=not full)
-            cap = self.settings.sleep_cap_seconds
+            cap = self.sleep_cap_s
             self._planned_ms = nxt if nxt is not None else now + int(cap * 1000)
             await self.clock.sleep_until(self._planned_ms, self._wake, cap)
             self._planned_ms = None
