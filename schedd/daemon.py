@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 from litestar import Litestar
 
-from schedd import __version__, systemd
+from schedd import __version__, retention, systemd
 from schedd.actions import ActionRunner
 from schedd.api import create_app
 from schedd.clock import Clock, SystemClock
@@ -26,6 +26,7 @@ from schedd.config import Settings
 from schedd.db import Database
 from schedd.engine import Engine
 from schedd.logs import setup_logging
+from schedd.metrics import Metrics
 from schedd.services import Services
 from schedd.store import Store
 
@@ -50,16 +51,20 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             allow_commands=settings.allow_commands,
             now_s=lambda: clock.now_ms() / 1000.0,
         ))
-        engine = Engine(store, clock, settings, runner)
+        engine = Engine(store, clock, settings, runner, metrics=Metrics())
         interval = systemd.watchdog_interval()
         if interval is not None:
             engine.on_alive = _watchdog_pinger(clock, interval)
             engine.sleep_cap_s = min(engine.sleep_cap_s, interval)
         services.attach_engine(engine)
         await engine.start()
+        prune = asyncio.create_task(
+            retention.pruner(store, clock, settings.run_retention_days), name="schedd-pruner")
         try:
             yield services
         finally:
+            prune.cancel()
+            await asyncio.gather(prune, return_exceptions=True)
             await engine.stop(settings.shutdown_grace_seconds)
 
 

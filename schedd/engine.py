@@ -29,6 +29,7 @@ from schedd.actions import ActionRunner, Outcome, RunContext
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.errors import Conflict, InvalidField, NotFound
+from schedd.metrics import Metrics
 from schedd.models import (
     FINISHED,
     ActionType,
@@ -99,13 +100,14 @@ class _TickWork:
 
 class Engine:
     def __init__(self, store: Store, clock: Clock, settings: Settings, runner: ActionRunner,
-                 *, rng: random.Random | None = None) -> None:
+                 *, rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
         self.db = store.db
         self.clock = clock
         self.settings = settings
         self.runner = runner
         self.rng = rng or random.Random()
+        self.metrics = metrics or Metrics()
         self.capacity = settings.max_concurrent_actions
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
@@ -281,6 +283,11 @@ class Engine:
                                       "replaced by a newer occurrence")
         await self.store.insert_runs(conn, new_runs)
         await self.store.update_schedules(conn, changed)
+        for r in new_runs:
+            if r.status is RunStatus.skipped:
+                self.metrics.runs.labels(r.status.value, r.action_type.value).inc()
+                if r.error_code == "missed" and isinstance(r.result, dict):
+                    self.metrics.missed.inc(r.result.get("missed_count", 0))
 
     def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
               work: _TickWork, planned: list[int]) -> None:
@@ -356,6 +363,8 @@ class Engine:
 
     # ------------------------------------------------------------------ running actions
     def _dispatch(self, run: Run, s: Schedule) -> None:
+        if run.started_ms is not None:
+            self.metrics.lateness.observe(max(0, run.started_ms - run.due_ms) / 1000.0)
         config = s.action_config
         ctx = context_for(run, s)
         task = asyncio.create_task(self._execute(run, config, ctx), name=f"run-{run.id}")
@@ -438,6 +447,10 @@ class Engine:
                 chain_ended = False
             finished.append(run)
             self._log_finish(run)
+            self.metrics.runs.labels(run.status.value, run.action_type.value).inc()
+            if run.action_type is ActionType.webhook and run.started_ms is not None:
+                self.metrics.webhook.labels("ok" if outcome.ok else "failed").observe(
+                    max(0, at - run.started_ms) / 1000.0)
             if s is None:
                 continue
             touched[s.id] = s

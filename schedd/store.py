@@ -425,6 +425,39 @@ class Store:
             conn, "schedule_id = ? AND status IN ('pending', 'running')", (schedule_id,)
         )
 
+    async def due_backlog(self, now_ms: int) -> int:
+        """Occurrences and runs due by now that have not started yet."""
+        rows = await self._all(
+            "SELECT (SELECT count(*) FROM schedules WHERE status = 'active'"
+            " AND next_run_ms IS NOT NULL AND next_run_ms <= ?),"
+            " (SELECT count(*) FROM runs WHERE status = 'pending' AND waiting = 0"
+            " AND due_ms <= ?)",
+            (now_ms, now_ms),
+        )
+        return int(rows[0][0]) + int(rows[0][1])
+
+    async def prune_runs_batch(
+        self, conn: aiosqlite.Connection, after_seq: int, cutoff_ms: int, keep: int, limit: int
+    ) -> tuple[int, int | None]:
+        """Delete finished runs completed before cutoff_ms among the next `limit` runs after
+        `after_seq` (in insertion order), sparing each schedule's newest `keep` runs.
+        Returns (deleted, the last seq looked at, or None when the table is exhausted)."""
+        rows = await self._all(
+            "SELECT seq FROM runs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit), conn
+        )
+        if not rows:
+            return 0, None
+        last = int(rows[-1][0])
+        cur = await conn.execute(
+            "DELETE FROM runs WHERE seq > ? AND seq <= ? AND completed_ms IS NOT NULL"
+            " AND completed_ms < ? AND status NOT IN ('pending', 'running')"
+            " AND seq < coalesce((SELECT r2.seq FROM runs r2"
+            "  WHERE r2.schedule_id = runs.schedule_id ORDER BY r2.seq DESC LIMIT 1 OFFSET ?),"
+            "  -1)",
+            (after_seq, last, cutoff_ms, keep - 1),
+        )
+        return int(cur.rowcount), last
+
     async def count_runs_by_status(self) -> dict[str, int]:
         rows = await self._all("SELECT status, count(*) FROM runs GROUP BY status", ())
         return {str(r[0]): int(r[1]) for r in rows}

@@ -1,0 +1,46 @@
+"""Domain metrics in the Prometheus text format (no per-request middleware: it costs more
+than a third of the API's throughput). One registry per daemon, not the global one."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                    60, 300)
+WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.runs = Counter("schedd_runs", "Runs that ended, by status and action type",
+                            ["status", "action_type"], registry=r)
+        self.missed = Counter("schedd_missed_occurrences",
+                              "Occurrences older than the catch-up window, recorded as missed",
+                              registry=r)
+        self.lateness = Histogram("schedd_fire_lateness_seconds",
+                                  "A run's start minus its due time", buckets=LATENESS_BUCKETS,
+                                  registry=r)
+        self.webhook = Histogram("schedd_webhook_duration_seconds",
+                                 "Time from a webhook's start to its answer (or failure)",
+                                 ["outcome"], buckets=WEBHOOK_BUCKETS, registry=r)
+        self.backlog = Gauge("schedd_due_backlog",
+                             "Occurrences and runs due now but not started yet", registry=r)
+        self.schedules = Gauge("schedd_schedules", "Schedules by status", ["status"],
+                               registry=r)
+        self.running = Gauge("schedd_running_actions", "Actions running in this process",
+                             registry=r)
+        self.loop_wake = Gauge("schedd_loop_last_wake_seconds_ago",
+                               "Seconds since the scheduler loop last woke", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
