@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from schedd import __version__, config, timing
+from schedd import __version__, client, config, timing
 from schedd.clock import SystemClock
 from schedd.errors import ConfigError, ScheddError
 
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many (1..100, default 5)")
     s.add_argument("--type", default="cron", choices=("cron", "interval", "once"))
     s.set_defaults(func=cmd_next)
+
+    client.add_commands(sub)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(func=cmd_version)

