@@ -41,7 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         float, _m("engine", "longest single sleep of the loop (notices clock jumps)", gt=0, le=300)
     ] = 30.0
     claim_batch_size: Annotated[
-        int, _m("engine", "occurrences claimed in one write transaction, at most", ge=1, le=10000)
+        int, _m("engine", "due schedules and runs taken in one write transaction, at most",
+                ge=1, le=10000)
     ] = 500
     retry_backoff_cap_seconds: Annotated[
         float, _m("engine", "upper bound of the delay between two attempts", ge=0)

@@ -48,6 +48,7 @@ from schedd.store import Store
 log = logging.getLogger("schedd.engine")
 
 PER_SCHEDULE_CAP = 1000  # occurrences one schedule may claim in one tick
+MISSED_CHUNK = 100_000  # occurrences counted per step of a long missed stretch
 PAUSED_FAILURES = "consecutive_failures"
 _FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
                 "next_attempt_run_id")
@@ -283,6 +284,14 @@ class Engine:
                                       "replaced by a newer occurrence")
         await self.store.insert_runs(conn, new_runs)
         await self.store.update_schedules(conn, changed)
+        done = [s.id for s in changed if s.status is ScheduleStatus.completed
+                and s.action_after_completion is AfterCompletion.DELETE]
+        if done:
+            active = await self.store.active_counts(conn, done)
+            for sid in done:
+                if not active.get(sid):
+                    await self.store.delete_schedule(conn, sid)
+                    log.info("schedule %s completed and was deleted", sid)
         for r in new_runs:
             if r.status is RunStatus.skipped:
                 self.metrics.runs.labels(r.status.value, r.action_type.value).inc()
@@ -298,9 +307,16 @@ class Engine:
         assert o is not None
         cutoff = policies.missed_cutoff_ms(now, s.catchup_window_minutes)
         if o < cutoff:
-            count, last = timer.count_between(o, cutoff)
+            count, last, first = 0, None, o
+            cursor: int | None = o
+            while cursor is not None and cursor < cutoff:
+                n, chunk_last = timer.count_between(cursor, cutoff, MISSED_CHUNK)
+                if not n or chunk_last is None:
+                    break
+                count, last = count + n, chunk_last
+                cursor = timer.next_after(chunk_last)
             if count and last is not None:
-                out.append(self._missed(s, o, last, count, now))
+                out.append(self._missed(s, first, last, count, now))
             o = timer.next_after(max(cutoff - 1, last if last is not None else cutoff - 1))
         occurrences: list[int] = []
         while o is not None and o <= now and len(occurrences) < PER_SCHEDULE_CAP:
@@ -310,6 +326,7 @@ class Engine:
             out.append(self._missed(s, occurrences[0], occurrences[-2], len(occurrences) - 1, now))
             occurrences = occurrences[-1:]
         n_active, n_waiting = active
+        mine: list[Run] = []  # this tick's runs of this schedule
         for i, occ in enumerate(occurrences):
             trigger = policies.trigger_for(occ, now, newer_due=i < len(occurrences) - 1 or (
                 o is not None and o <= now))
@@ -321,7 +338,12 @@ class Engine:
                 out[-1].error_message = "an earlier run of this schedule was still active"
                 continue
             if decision.cancel_active and n_active:
-                work.cancel_schedules.append(s.id)
+                if s.id not in work.cancel_schedules:
+                    work.cancel_schedules.append(s.id)  # the runs from before this tick
+                for earlier in mine:  # and this tick's, which have not started yet
+                    if earlier.status in (RunStatus.running, RunStatus.pending):
+                        self._mark_cancelled(earlier, now, "replaced by a newer occurrence")
+                        earlier.started_ms = None
                 n_active = 0
             due = occ + policies.flex_offset_ms(s.id, occ, s.flexible_window_minutes)
             if s.rate_limit_per_minute and not decision.buffered:
@@ -344,6 +366,7 @@ class Engine:
                                status=RunStatus.pending)
             n_active += 1
             out.append(run)
+            mine.append(run)
         s.next_run_ms = o
         if o is None:
             s.status = ScheduleStatus.completed
@@ -380,7 +403,7 @@ class Engine:
                                   error_message="schedd stopped while the action was running")
         except Exception as exc:
             log.exception("action of run %s raised", run.id)
-            outcome = Outcome(ok=False, error_code="internal",
+            outcome = Outcome(ok=False, error_code="internal_error",
                               error_message=f"internal error: {type(exc).__name__}")
         finally:
             self.inflight.pop(run.id, None)
@@ -442,6 +465,9 @@ class Engine:
             chain_ended = True
             if run.status is RunStatus.failed and s is not None and run.attempt <= s.max_retries:
                 retry = self._retry_of(run, s, at)
+                if retry.queue is not None:
+                    retry.resolved_payload = self.runner.resolve(
+                        retry.action_type.value, s.action_config, context_for(retry, s))
                 run.next_attempt_run_id = retry.id
                 retries.append(retry)
                 chain_ended = False
@@ -461,7 +487,9 @@ class Engine:
             if chain_ended and not run.manual:
                 if run.status is RunStatus.succeeded:
                     s.consecutive_failures = 0
-                elif run.status is RunStatus.failed:
+                elif run.status is RunStatus.failed and run.attempt <= s.max_retries + 1:
+                    # an occurrence counts once: a manual retry after its chain had ended
+                    # (attempt beyond the automatic ones) does not count it again
                     s.consecutive_failures += 1
                     if (s.consecutive_failures >= s.pause_on_failure_count
                             and s.status is ScheduleStatus.active):

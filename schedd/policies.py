@@ -15,9 +15,10 @@ ON_TIME_MS = 1000
 
 def backoff_ms(attempt: int, base_s: float, cap_s: float, rand: float) -> int:
     """Delay before attempt `attempt + 1` after attempt `attempt` failed:
-    base × 2^(attempt−1), capped, with ±10 % jitter. `rand` is uniform in [0, 1)."""
-    raw: float = min(base_s * float(2 ** max(0, attempt - 1)), cap_s)
-    return max(0, round(raw * (0.9 + 0.2 * rand) * 1000))
+    base × 2^(attempt−1) with ±10 % jitter, never more than the cap. `rand` is uniform
+    in [0, 1)."""
+    raw: float = base_s * float(2 ** min(max(0, attempt - 1), 60))
+    return max(0, round(min(raw * (0.9 + 0.2 * rand), cap_s) * 1000))
 
 
 def flex_offset_ms(schedule_id: str, occurrence_ms: int, window_minutes: int) -> int:

@@ -356,11 +356,12 @@ class Store:
     async def planned_starts(
         self, conn: aiosqlite.Connection, schedule_id: str, since_ms: int
     ) -> list[int]:
-        """Planned starts (due_ms) of a schedule's scheduled occurrences from since_ms on,
-        deferred ones included: what its rate limit counts."""
+        """Starts of a schedule's occurrences after since_ms: the real start once started,
+        else the planned one (deferred runs included). What its rate limit counts."""
         rows = await self._all(
-            "SELECT due_ms FROM runs WHERE schedule_id = ? AND manual = 0 AND attempt = 1"
-            " AND status != 'skipped' AND due_ms > ? ORDER BY due_ms",
+            "SELECT coalesce(started_ms, due_ms) AS t FROM runs WHERE schedule_id = ?"
+            " AND manual = 0 AND attempt = 1 AND status NOT IN ('skipped', 'cancelled')"
+            " AND coalesce(started_ms, due_ms) > ? ORDER BY t",
             (schedule_id, since_ms),
             conn,
         )

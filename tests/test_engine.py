@@ -353,6 +353,7 @@ async def test_a_lease_that_runs_out_fails_with_heartbeat_timeout_and_retries(
         assert [(r.status.value, r.error_code) for r in chain] == [
             ("failed", "heartbeat_timeout"), ("pending", None)]
         assert chain[1].queue == "q"
+        assert chain[1].resolved_payload is not None  # the retry carries its payload too
 
 
 # ---------------------------------------------------------------------- the loop itself

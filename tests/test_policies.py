@@ -308,3 +308,79 @@ async def test_delete_after_completion_waits_for_the_last_retry(tmp_path: Path) 
             ("09:01:00", 1, "failed", "scheduled", "http_status"),
             ("09:01:00", 2, "succeeded", "retry", None),
         ]
+
+
+# ---------------------------------------------------------------------- regressions
+async def test_cancel_other_inside_one_catch_up_burst_keeps_only_the_newest(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_expression="1m", overlap_policy="CANCEL_OTHER",
+                           headers={"x-hang": "1"})
+        k.clock.set(T0 + 4 * MIN)
+        await k.engine.tick(k.clock.now_ms())
+        assert table(await k.runs(s.id)) == [
+            ("09:01:00", 1, "cancelled", "catchup", "cancelled"),
+            ("09:02:00", 1, "cancelled", "catchup", "cancelled"),
+            ("09:03:00", 1, "cancelled", "catchup", "cancelled"),
+            ("09:04:00", 1, "running", "scheduled", None),
+        ]
+        assert len(k.engine.inflight) == 1
+
+
+async def test_rate_limit_counts_a_late_run_at_its_real_start(tmp_path: Path) -> None:
+    # every 30 s, 2 a minute; the loop was away until 09:01:05: 09:00:30 and 09:01:00 start
+    # at 09:01:05, so 09:01:30 must wait until 09:02:05 (not start 25 s after two others)
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_expression="30s", rate_limit_per_minute=2,
+                           overlap_policy="ALLOW")
+        k.clock.set(T0 + 65 * SEC)
+        await k.step()
+        await k.run_until(T0 + 3 * MIN)
+        starts = sorted(r.started_ms for r in await k.runs(s.id) if r.started_ms)
+        assert all(sum(1 for x in starts if t <= x < t + MIN) <= 2 for t in starts), [
+            hm(x) for x in starts]
+        assert hm(starts[2]) == "09:02:05"
+
+
+async def test_a_long_missed_stretch_is_counted_whole(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from schedd import engine
+    monkeypatch.setattr(engine, "MISSED_CHUNK", 500)  # count in chunks smaller than the gap
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_type="cron", schedule_expression="* * * * *",
+                           catchup_window_minutes=0)
+        k.clock.set(T0 + 3000 * MIN + 30 * SEC)
+        await k.step()
+        (missed,) = [r for r in await k.runs(s.id) if r.error_code == "missed"]
+        # created at 09:00:00.000 exactly, so 09:00 is its first occurrence: 3001 in all
+        assert missed.result == {"missed_count": 3001, "first": format_ms(T0),
+                                 "last": format_ms(T0 + 3000 * MIN)}
+        assert (await k.schedule(s.id)).missed_count == 3001
+
+
+async def test_delete_after_completion_when_the_only_occurrence_was_missed(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_type="once", schedule_expression="2026-11-22T09:01:00Z",
+                           action_after_completion="DELETE", catchup_window_minutes=0)
+        k.clock.set(T0 + 30 * MIN)
+        await k.step()
+        assert await k.store.get_schedule(None, s.id) is None
+        assert table(await k.runs(s.id)) == [("09:01:00", 1, "skipped", "catchup", "missed")]
+
+
+async def test_a_manual_retry_after_the_chain_ended_does_not_count_twice(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_type="once", schedule_expression="2026-11-22T09:01:00Z",
+                           max_retries=0, pause_on_failure_count=2,
+                           headers={"x-always-fail": "1"})
+        await k.run_until(T0 + 2 * MIN)
+        (first,) = await k.runs(s.id)
+        assert (await k.schedule(s.id)).consecutive_failures == 1
+        retry = await k.services.retry_run(k.tenant, first.id)
+        await k.step()
+        done = await k.store.get_run(None, retry.id)
+        assert done is not None and done.status is RunStatus.failed
+        after = await k.schedule(s.id)
+        assert after.consecutive_failures == 1 and after.paused_reason is None
