@@ -191,7 +191,9 @@ _PLACEHOLDER_RE: Final = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 _URL_IN_TEXT_RE: Final = re.compile(r"(?i)\b(https?://)(?:[^\s/@'\"]*@)?([^\s?#'\"]*)[?#][^\s'\"]*")
 _USERINFO_IN_TEXT_RE: Final = re.compile(r"(?i)\b(https?://)[^\s/@'\"]*@")
 
-_WEBHOOK_KEYS: Final = ("url", "method", "headers", "body", "timeout_seconds", "secret")
+_WEBHOOK_KEYS: Final = (
+    "url", "method", "headers", "body", "timeout_seconds", "secret", "payload",
+)
 _COMMAND_KEYS: Final = ("argv", "env", "cwd", "timeout_seconds")
 _WORKER_KEYS: Final = ("queue", "payload")
 
@@ -366,6 +368,8 @@ def _validate_webhook(config: dict[str, Any]) -> dict[str, Any]:
     }
     if "body" in config:
         out["body"] = _json_field(config, "body")
+    if "payload" in config:  # the run envelope's `payload` (when no body replaces it)
+        out["payload"] = _json_field(config, "payload")
     if "secret" in config:
         out["secret"] = _validate_secret(config)
     return out

@@ -1133,3 +1133,14 @@ async def test_command_disabled_at_run_time(tmp_path: Path) -> None:
         outcome = await runner.run("command", command(["touch", str(marker)]), make_ctx())
     assert outcome.error_code == "commands_disabled"
     assert not marker.exists()
+
+
+def test_a_webhook_payload_is_kept_for_the_run_envelope() -> None:
+    # SPEC 3.4: the default body is the run envelope, whose `payload` comes from the config
+    config = validate_action_config(
+        "webhook", {"url": "http://127.0.0.1:9/h", "payload": {"invoice": 7}},
+        allow_commands=False)
+    assert config["payload"] == {"invoice": 7}
+    ctx = make_ctx(payload=config["payload"])
+    runner = ActionRunner(user_agent=UA, now_s=lambda: NOW_S)
+    assert runner.resolve("webhook", config, ctx)["body"]["payload"] == {"invoice": 7}
