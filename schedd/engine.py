@@ -293,7 +293,8 @@ class Engine:
                     await self.store.delete_schedule(conn, sid)
                     log.info("schedule %s completed and was deleted", sid)
         for r in new_runs:
-            if r.status is RunStatus.skipped:
+            if r.status in FINISHED:
+                self._log_run(r)
                 self.metrics.runs.labels(r.status.value, r.action_type.value).inc()
                 if r.error_code == "missed" and isinstance(r.result, dict):
                     self.metrics.missed.inc(r.result.get("missed_count", 0))
@@ -388,6 +389,7 @@ class Engine:
     def _dispatch(self, run: Run, s: Schedule) -> None:
         if run.started_ms is not None:
             self.metrics.lateness.observe(max(0, run.started_ms - run.due_ms) / 1000.0)
+        self._log_run(run)
         config = s.action_config
         ctx = context_for(run, s)
         task = asyncio.create_task(self._execute(run, config, ctx), name=f"run-{run.id}")
@@ -472,7 +474,7 @@ class Engine:
                 retries.append(retry)
                 chain_ended = False
             finished.append(run)
-            self._log_finish(run)
+            self._log_run(run)
             self.metrics.runs.labels(run.status.value, run.action_type.value).inc()
             if run.action_type is ActionType.webhook and run.started_ms is not None:
                 self.metrics.webhook.labels("ok" if outcome.ok else "failed").observe(
@@ -527,13 +529,18 @@ class Engine:
             previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
         )
 
-    def _log_finish(self, run: Run) -> None:
+    def _log_run(self, run: Run) -> None:
+        """One line per run transition: ids, status, lateness, duration; never a payload,
+        a header or a secret."""
+        if not log.isEnabledFor(logging.INFO):
+            return
         started = run.started_ms
         log.info(
             "run %s", run.status.value,
             extra={
                 "schedule_id": run.schedule_id, "run_id": run.id, "attempt": run.attempt,
-                "status": run.status.value, "error_code": run.error_code,
+                "trigger": run.trigger_type.value, "status": run.status.value,
+                "error_code": run.error_code,
                 "lateness_ms": None if started is None else started - run.due_ms,
                 "duration_ms": None if started is None or run.completed_ms is None
                 else run.completed_ms - started,
@@ -599,6 +606,7 @@ class Engine:
                 raise Conflict(f"Run is already {run.status.value}")
             self._mark_cancelled(run, now, reason or "cancelled by request")
             await self.store.update_runs(conn, [run], _CANCEL_COLS)
+            self._log_run(run)
             await self._after_chain_change(conn, run, now)
         self._cancel_task(run.id)
         return run
@@ -619,6 +627,7 @@ class Engine:
             active = [r for r in await self.store.active_runs_of(conn, sid)]
             for r in active:
                 self._mark_cancelled(r, now, reason)
+                self._log_run(r)
             await self.store.update_runs(conn, active, _CANCEL_COLS)
             for r in active:
                 self._cancel_task(r.id)
@@ -685,6 +694,7 @@ class Engine:
                     run.lease_until_ms = now + int(lease_s * 1000)
                     run.last_heartbeat_ms = now
                     await self.store.update_runs(conn, [run], _LEASE_COLS)
+                    self._log_run(run)
             if run is not None:
                 self.wake(run.lease_until_ms)
                 return run

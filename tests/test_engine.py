@@ -384,3 +384,26 @@ async def test_sleeps_are_capped_and_a_new_earlier_schedule_wakes_the_loop(
         await until(lambda: k.clock.sleeps[-1] == t + 5000)
         assert set(k.clock.sleeps) == {t + MIN, t + 5000}
         await k.engine.stop(1)
+
+
+async def test_one_log_line_per_transition_and_never_a_secret(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from schedd.logs import JsonFormatter, TextFormatter
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        caplog.set_level(logging.INFO, logger="schedd")
+        s = await k.create(schedule_expression="1m", action_config={
+            "url": "http://127.0.0.1:9/hook?token=SECRET-IN-URL", "secret": "whsec_c2VjcmV0",
+            "headers": {"Authorization": "Bearer SECRET-HEADER"},
+            "body": {"card": "SECRET-BODY"}}, headers=None)
+        await k.run_until(t + MIN)
+        lines = [r for r in caplog.records if r.name == "schedd.engine"]
+        assert [r.getMessage() for r in lines] == ["run running", "run succeeded"]
+        assert {getattr(r, "run_id", None) for r in lines} == {
+            (await k.runs(s.id))[0].id}
+        for fmt in (TextFormatter(), JsonFormatter()):
+            text = "\n".join(fmt.format(r) for r in caplog.records)
+            for secret in ("SECRET-IN-URL", "c2VjcmV0", "SECRET-HEADER", "SECRET-BODY"):
+                assert secret not in text
