@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -35,10 +36,16 @@ def _db_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, **flags: Any) -> config.Settings:
+    from schedd.db import SchemaTooNew, check_schema
+
     try:
-        return config.load(args.config, {"db": args.db, **flags})
-    except ConfigError as exc:
+        settings = config.load(args.config, {"db": args.db, **flags})
+        check_schema(settings.db)
+    except (ConfigError, SchemaTooNew) as exc:
         _die(str(exc))
+    except sqlite3.DatabaseError as exc:
+        _die(f"{args.db or 'the database'}: not a schedd database ({exc})")
+    return settings
 
 
 def _with_services(settings: config.Settings, fn: Callable[[Any], Awaitable[T]]) -> T:

@@ -31,6 +31,7 @@ from schedd.services import Services
 from schedd.store import Store
 
 log = logging.getLogger("schedd")
+HTTP_DRAIN_SECONDS = 5
 
 
 @asynccontextmanager
@@ -101,7 +102,9 @@ async def serve(settings: Settings) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, http="httptools", loop="none",
         lifespan="on", log_config=None, access_log=False, server_header=False,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+        # open connections (a worker's long poll holds one up to 30 s) get a short drain;
+        # running actions get their own shutdown_grace_seconds afterwards, in the lifespan
+        timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
     )
     server = _Server(config)
     ready = asyncio.create_task(_notify_ready(server, settings))

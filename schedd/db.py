@@ -18,6 +18,10 @@ from typing import Any
 
 import aiosqlite
 
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer schedd."""
+
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 BUSY_TIMEOUT_MS = 5000
 
@@ -87,7 +91,7 @@ class Database:
         current = int(row[0]) if row else 0
         known = migrations()
         if current > len(known):
-            raise RuntimeError(
+            raise SchemaTooNew(
                 f"{self.path}: database schema version {current} is newer than this schedd "
                 f"({len(known)}); upgrade schedd or restore a backup"
             )
@@ -150,3 +154,24 @@ def backup(src: str | Path, dest: str | Path) -> None:
     finally:
         source.close()
     tmp.replace(dest)
+
+
+def schema_version(path: str | Path) -> int | None:
+    """The schema version of an existing database file (None when there is none yet)."""
+    if not Path(path).is_file():
+        return None
+    con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return int(con.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        con.close()
+
+
+def check_schema(path: str | Path) -> None:
+    """Refuse, before anything starts, a database written by a newer schedd."""
+    current, known = schema_version(path), len(migrations())
+    if current is not None and current > known:
+        raise SchemaTooNew(
+            f"{path}: database schema version {current} is newer than this schedd ({known}); "
+            "upgrade schedd or restore a backup"
+        )

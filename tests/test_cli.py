@@ -100,3 +100,24 @@ def test_backup_makes_a_consistent_copy(tmp_path: Path, capsys: pytest.CaptureFi
     con.close()
     code, _, err = run(capsys, "backup", str(dest), "--db", db)
     assert code == 2 and "exists" in err
+
+
+def test_a_database_from_a_newer_schedd_is_refused_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "new.db"
+    run(capsys, "keys", "create", "--tenant", "t", "--db", str(db))
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.commit()
+    con.close()
+    for argv in (("keys", "list"), ("serve",), ("backup", str(tmp_path / "b.db"))):
+        code, _, err = run(capsys, *argv, "--db", str(db))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "newer" in err, argv
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    code, _, err = run(capsys, "keys", "list", "--db", str(junk))
+    assert code == 2 and "not a schedd database" in err
