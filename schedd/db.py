@@ -18,6 +18,7 @@ from typing import Any
 
 import aiosqlite
 
+
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer schedd."""
 
