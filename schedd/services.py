@@ -40,6 +40,36 @@ UPDATABLE = (
     "status", "timezone",
 )
 _TIMING_FIELDS = frozenset({"schedule_expression", "timezone"})
+# Instants schedd accepts (UTC): 1970-01-01 up to 9999-01-01. Past that, date arithmetic
+# and RFC 3339 formatting overflow (year 10000); no schedule needs it.
+MIN_INSTANT_MS = 0
+MAX_INSTANT_MS = 253_370_764_800_000
+_RANGE_MSG = "is outside the supported range (1970-01-01 to 9999-01-01 UTC)"
+# How deeply action_config and relative_filter may nest. Deeper documents are refused here,
+# before anything walks them recursively (redaction, substitution, deep copies).
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when `value` nests containers deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
+
+
+def _check_depth(field: str, value: Any) -> None:
+    if _json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise _body(field, f"nested too deeply (at most {MAX_JSON_DEPTH} levels)")
 
 
 def _body(field: str, msg: str, type_: str = "value_error") -> InvalidField:
@@ -143,9 +173,12 @@ class Services:
         if text is None:
             return None
         try:
-            return timing.parse_instant_ms(text, timing.load_zone(tz))
+            ms = timing.parse_instant_ms(text, timing.load_zone(tz))
         except timing.TimingError as exc:
             raise _body(field, str(exc)) from None
+        if not MIN_INSTANT_MS <= ms <= MAX_INSTANT_MS:
+            raise _body(field, f"{text[:60]!r} {_RANGE_MSG}")
+        return ms
 
     def _action(self, action_type: str, config: Any) -> dict[str, Any]:
         return actions.validate_action_config(
@@ -156,18 +189,25 @@ class Services:
         """The first occurrence of a new, resumed or re-timed schedule, planned from now.
         Raises InvalidField on a bad expression. A once-time in the past but inside the
         catch-up window stays due (it fires at once); older ones are refused by create."""
+        field = "schedule_type" if s.schedule_type is ScheduleType.relative else (
+            "schedule_expression")
         try:
             timer = timing.compile_timer(
                 s.schedule_type.value, s.schedule_expression, s.timezone,
                 anchor_ms=s.created_ms, start_ms=s.start_ms, end_ms=s.end_ms,
             )
+            if s.schedule_type is ScheduleType.once:
+                first = timer.next_after(-(2**62))
+            else:
+                first = timer.next_after(now_ms - 1)
         except timing.TimingError as exc:
-            field = "schedule_type" if s.schedule_type is ScheduleType.relative else (
-                "schedule_expression")
             raise _body(field, str(exc)) from None
-        if s.schedule_type is ScheduleType.once:
-            return timer.next_after(-(2**62))
-        return timer.next_after(now_ms - 1)
+        except (OverflowError, ValueError):
+            # date arithmetic beyond year 9999 (e.g. a cron day that never comes before it)
+            raise _body(field, f"the next occurrence {_RANGE_MSG}") from None
+        if first is not None and not MIN_INSTANT_MS <= first <= MAX_INSTANT_MS:
+            raise _body(field, f"the next occurrence {_RANGE_MSG}")
+        return first
 
     def _check_once_window(self, s: Schedule, first: int | None, now_ms: int) -> None:
         if s.schedule_type is ScheduleType.once and first is not None:
@@ -190,12 +230,16 @@ class Services:
         stype = ScheduleType(f["schedule_type"])
         if stype is ScheduleType.relative:
             raise _body("schedule_type", "relative schedules are not supported yet")
-        tz = f.get("timezone") or "UTC"
+        tz = f.get("timezone")
+        if tz is None:
+            tz = "UTC"
         self._zone(tz)
         start_ms = self._instant("start_at", f.get("start_at"), tz)
         end_ms = self._instant("end_at", f.get("end_at"), tz)
         if start_ms is not None and end_ms is not None and end_ms <= start_ms:
             raise _body("end_at", "end_at must be after start_at")
+        _check_depth("action_config", f.get("action_config"))
+        _check_depth("relative_filter", f.get("relative_filter"))
         if not f.get("schedule_expression"):
             raise _body("schedule_expression", f"required for schedule_type {stype.value!r}",
                         "missing")
@@ -282,6 +326,7 @@ class Services:
             if "timezone" in patch:
                 self._zone(patch["timezone"])
             if "action_config" in patch:
+                _check_depth("action_config", patch["action_config"])
                 merged = actions.merge_redacted(s.action_config, patch["action_config"])
                 s.action_config = self._action(s.action_type.value, merged)
             for key in ("name", "description", "max_retries", "catchup_window_minutes",
@@ -435,14 +480,36 @@ class Services:
     ) -> list[int]:
         self._zone_query(tz)
         after = self.clock.now_ms() if after_ms is None else after_ms
+        if not MIN_INSTANT_MS <= after <= MAX_INSTANT_MS:
+            raise InvalidField(("query", "after"), f"the instant {_RANGE_MSG}")
+        loc = "schedule_type" if schedule_type == "relative" else "schedule_expression"
         try:
-            return timing.preview(schedule_type, expression, tz, after_ms=after, count=count)
+            times = timing.preview(schedule_type, expression, tz, after_ms=after, count=count)
         except timing.TimingError as exc:
-            loc = "schedule_type" if schedule_type == "relative" else "schedule_expression"
             raise InvalidField(("query", loc), str(exc)) from None
+        except (OverflowError, ValueError):
+            raise InvalidField(("query", loc), f"the occurrences {_RANGE_MSG}") from None
+        return [t for t in times if MIN_INSTANT_MS <= t <= MAX_INSTANT_MS]
 
     def _zone_query(self, tz: str) -> None:
         try:
             timing.load_zone(tz)
         except timing.TimingError as exc:
             raise InvalidField(("query", "timezone"), str(exc)) from None
+
+    # ------------------------------------------------------------------ metrics
+    async def metrics_text(self) -> bytes:
+        """Prometheus text: the engine's counters plus gauges read at scrape time."""
+        engine = self._engine()
+        m = engine.metrics
+        now = self.clock.now_ms()
+        m.backlog.set(await self.store.due_backlog(now))
+        counts = await self.store.count_schedules_by_status()
+        for status in ScheduleStatus:
+            m.schedules.labels(status.value).set(counts.get(status.value, 0))
+        m.running.set(len(engine.inflight))
+        _, info = engine.readiness()
+        ago = info.get("last_wake_seconds_ago")
+        if ago is not None:
+            m.loop_wake.set(ago)
+        return m.render()

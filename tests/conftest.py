@@ -59,8 +59,13 @@ class Api:
     async def delete(self, path: str, **kw: Any) -> Any:
         return await self.client.delete(path, headers=self.headers, **kw)
 
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run fn(*args) on the app's event loop (the test client runs the app, its engine
+        and its database connections on a loop of their own, in another thread)."""
+        return self.client.blocking_portal.call(fn, *args)
+
     async def other_tenant(self, name: str = "other") -> Api:
-        _, key = await self.services.create_key(name)
+        _, key = self.call(self.services.create_key, name)
         return Api(self.client, key)
 
 

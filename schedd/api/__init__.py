@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from schedd import __version__
-from schedd.api import runs, schedules, system
+from schedd.api import metrics, runs, schedules, system
 from schedd.api.errors import EXCEPTION_HANDLERS
 from schedd.auth import token_from_headers
 from schedd.services import Services
@@ -20,7 +20,9 @@ from schedd.services import Services
 MAX_BODY_BYTES = 1024 * 1024
 
 
-async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def api_key_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     """Every /v1 route needs a key; the tenant it belongs to is kept on the request."""
     svc: Services = connection.app.state.services
     token = token_from_headers(
@@ -45,7 +47,7 @@ def create_app(
     preview = Router("/", route_handlers=[system.preview], guards=[api_key_guard],
                      security=[{"bearer": []}, {"apiKey": []}])
     app = Litestar(
-        route_handlers=[system.healthz, system.readyz, v1, preview],
+        route_handlers=[system.healthz, system.readyz, metrics.metrics, v1, preview],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="schedd",

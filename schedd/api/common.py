@@ -4,10 +4,11 @@ the documented error answers, and Schedule -> wire conversion."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter
 
 from schedd.api.schemas import ErrorOut, HTTPValidationError, RunOut, ScheduleOut
 from schedd.errors import InvalidField
@@ -22,6 +23,12 @@ ERRORS: dict[int, ResponseSpec] = {
     422: ResponseSpec(HTTPValidationError, description="Validation Error",
                       generate_examples=False),
 }
+
+
+# Path ids are taken as text and checked by path_uuid (so a bad one is a 422 naming it);
+# the OpenAPI document still says what they are, as the seed does.
+ScheduleIdPath = Annotated[str, PathParameter(format="uuid", title="Schedule Id")]
+RunIdPath = Annotated[str, PathParameter(format="uuid", title="Run Id")]
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

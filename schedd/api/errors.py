@@ -33,6 +33,8 @@ _TYPES = [  # msgspec message -> pydantic-style error type
     (re.compile(r"^Expected `(\w+)`, got `(\w+)`"), "type_error"),
 ]
 _PART = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[([^\]]+)\]")
+# Litestar's own wording for a parameter the request lacks.
+_MISSING_PARAM = re.compile(r"^Missing required (\w+) parameter '([^']*)'")
 
 
 def _loc(key: str) -> list[Any]:
@@ -60,17 +62,21 @@ def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
     )
 
 
+def _extra_item(e: dict[str, Any]) -> dict[str, Any]:
+    msg = str(e.get("message", ""))
+    source = str(getattr(s := e.get("source", "body"), "value", s) or "body")
+    key = e.get("key")
+    if key == "data" and msg == "'data'":
+        # No body at all: Litestar reports the KeyError of its `data` kwarg.
+        return {"loc": ["body"], "msg": "Field required", "type": "missing"}
+    return _item(msg, source, key)
+
+
 def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    detail = [
-        _item(
-            str(e.get("message", "")),
-            str(getattr(s := e.get("source", "body"), "value", s) or "body"),
-            e.get("key"),
-        )
-        for e in extra
-        if isinstance(e, dict)
-    ]
+    detail = [_extra_item(e) for e in extra if isinstance(e, dict)]
+    if not detail and (m := _MISSING_PARAM.match(str(exc.detail))):
+        detail = [{"loc": [m[1], m[2]], "msg": "Field required", "type": "missing"}]
     if not detail:
         text = str(exc.detail)
         typ = "json_invalid" if "JSON is malformed" in text or "malformed" in text else (
@@ -108,6 +114,19 @@ def unauthorized_handler(request: Request[Any, Any, Any], exc: Unauthorized) -> 
     return _detail(401, str(exc), {"WWW-Authenticate": "Bearer"})
 
 
+def recursion_handler(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # Only a client's document nests deeply enough for this (decoding it, mostly): a 422.
+    log.warning("nesting too deep on %s %s", request.method, request.url.path)
+    return _detail(422, [{"loc": ["body"], "msg": "JSON is nested too deeply",
+                          "type": "json_invalid"}])
+
+
+def unicode_handler(request: Request[Any, Any, Any], exc: UnicodeError) -> Response[Any]:
+    # msgspec raises UnicodeDecodeError for a string that is not UTF-8 (a raw surrogate).
+    return _detail(422, [{"loc": ["body"], "msg": "JSON is malformed: invalid UTF-8",
+                          "type": "json_invalid"}])
+
+
 def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _detail(500, "Internal Server Error")
@@ -121,5 +140,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Conflict: conflict_handler,
     Unauthorized: unauthorized_handler,
     HTTPException: http_handler,
+    RecursionError: recursion_handler,
+    UnicodeDecodeError: unicode_handler,
     Exception: internal_handler,
 }

@@ -6,9 +6,17 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from schedd.api.common import ERRORS, path_uuid, run_out, services_of, tenant_of
+from schedd.api.common import (
+    ERRORS,
+    RunIdPath,
+    ScheduleIdPath,
+    path_uuid,
+    run_out,
+    services_of,
+    tenant_of,
+)
 from schedd.api.schemas import (
     CancelIn,
     ClaimIn,
@@ -45,14 +53,14 @@ async def list_runs(
 
 
 @get("/runs" + RID, responses=ERRORS, summary="Get Run")
-async def get_run(request: R, run_id: FromPath[str]) -> RunOut:
+async def get_run(request: R, run_id: RunIdPath) -> RunOut:
     run = await services_of(request).get_run(tenant_of(request), path_uuid(run_id, "run_id"))
     return run_out(run)
 
 
 @post("/runs" + RID + "/cancel", responses=ERRORS, summary="Cancel Run", status_code=200)
 async def cancel_run(
-    request: R, run_id: FromPath[str], data: JSONBody[CancelIn | None] = None
+    request: R, run_id: RunIdPath, data: JSONBody[CancelIn | None] = None
 ) -> RunOut:
     rid = path_uuid(run_id, "run_id")
     run = await services_of(request).cancel_run(
@@ -62,7 +70,7 @@ async def cancel_run(
 
 
 @post("/runs" + RID + "/retry", responses=ERRORS, summary="Retry Run", status_code=202)
-async def retry_run(request: R, run_id: FromPath[str]) -> RunOut:
+async def retry_run(request: R, run_id: RunIdPath) -> RunOut:
     run = await services_of(request).retry_run(tenant_of(request), path_uuid(run_id, "run_id"))
     return run_out(run)
 
@@ -70,7 +78,7 @@ async def retry_run(request: R, run_id: FromPath[str]) -> RunOut:
 @get("/schedules/{schedule_id:str}/runs", responses=ERRORS, summary="List Schedule Runs")
 async def list_schedule_runs(
     request: R,
-    schedule_id: FromPath[str],
+    schedule_id: ScheduleIdPath,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
 ) -> RunList:
@@ -83,7 +91,7 @@ async def list_schedule_runs(
 
 @post("/schedules/{schedule_id:str}/trigger", responses=ERRORS, summary="Trigger Schedule",
       status_code=202)
-async def trigger_schedule(request: R, schedule_id: FromPath[str]) -> RunOut:
+async def trigger_schedule(request: R, schedule_id: ScheduleIdPath) -> RunOut:
     """Force immediate execution of a schedule (ignores next_run_at)."""
     sid = path_uuid(schedule_id, "schedule_id")
     run = await services_of(request).trigger_schedule(tenant_of(request), sid)
@@ -103,7 +111,7 @@ async def claim(request: R, data: JSONBody[ClaimIn]) -> Response[Any]:
 
 @post("/runs" + RID + "/heartbeat", responses=ERRORS, summary="Worker heartbeat",
       status_code=200)
-async def heartbeat(request: R, run_id: FromPath[str], data: JSONBody[HeartbeatIn]) -> HeartbeatOut:
+async def heartbeat(request: R, run_id: RunIdPath, data: JSONBody[HeartbeatIn]) -> HeartbeatOut:
     rid = path_uuid(run_id, "run_id")
     cancel = await services_of(request).heartbeat(
         tenant_of(request), rid, data.worker_id, data.lease_seconds
@@ -113,7 +121,7 @@ async def heartbeat(request: R, run_id: FromPath[str], data: JSONBody[HeartbeatI
 
 @post("/runs" + RID + "/complete", responses=ERRORS, summary="Worker completes a run",
       status_code=200)
-async def complete(request: R, run_id: FromPath[str], data: JSONBody[CompleteIn]) -> RunOut:
+async def complete(request: R, run_id: RunIdPath, data: JSONBody[CompleteIn]) -> RunOut:
     rid = path_uuid(run_id, "run_id")
     run = await services_of(request).complete_run(
         tenant_of(request), rid, data.worker_id, data.status == "succeeded", data.result,

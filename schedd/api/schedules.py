@@ -6,9 +6,16 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post, put
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from schedd.api.common import ERRORS, path_uuid, schedule_out, services_of, tenant_of
+from schedd.api.common import (
+    ERRORS,
+    ScheduleIdPath,
+    path_uuid,
+    schedule_out,
+    services_of,
+    tenant_of,
+)
 from schedd.api.schemas import ScheduleCreate, ScheduleList, ScheduleOut, ScheduleUpdate
 from schedd.models import ScheduleStatus
 
@@ -54,7 +61,7 @@ async def create_schedule(
 
 
 @get("/schedules" + SID, responses=ERRORS, summary="Get Schedule")
-async def get_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
+async def get_schedule(request: R, schedule_id: ScheduleIdPath) -> ScheduleOut:
     svc = services_of(request)
     s = await svc.get_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
     return schedule_out(svc, s)
@@ -62,7 +69,7 @@ async def get_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
 
 @put("/schedules" + SID, responses=ERRORS, summary="Update Schedule")
 async def update_schedule(
-    request: R, schedule_id: FromPath[str], data: JSONBody[ScheduleUpdate]
+    request: R, schedule_id: ScheduleIdPath, data: JSONBody[ScheduleUpdate]
 ) -> ScheduleOut:
     svc = services_of(request)
     sid = path_uuid(schedule_id, "schedule_id")
@@ -71,13 +78,13 @@ async def update_schedule(
 
 
 @delete("/schedules" + SID, responses=ERRORS, summary="Delete Schedule", status_code=204)
-async def delete_schedule(request: R, schedule_id: FromPath[str]) -> None:
+async def delete_schedule(request: R, schedule_id: ScheduleIdPath) -> None:
     svc = services_of(request)
     await svc.delete_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
 
 
 @post("/schedules" + SID + "/pause", responses=ERRORS, summary="Pause Schedule", status_code=200)
-async def pause_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
+async def pause_schedule(request: R, schedule_id: ScheduleIdPath) -> ScheduleOut:
     svc = services_of(request)
     s = await svc.pause_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
     return schedule_out(svc, s)
@@ -85,7 +92,7 @@ async def pause_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
 
 @post("/schedules" + SID + "/resume", responses=ERRORS, summary="Resume Schedule",
       status_code=200)
-async def resume_schedule(request: R, schedule_id: FromPath[str]) -> ScheduleOut:
+async def resume_schedule(request: R, schedule_id: ScheduleIdPath) -> ScheduleOut:
     svc = services_of(request)
     s = await svc.resume_schedule(tenant_of(request), path_uuid(schedule_id, "schedule_id"))
     return schedule_out(svc, s)

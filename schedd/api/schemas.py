@@ -67,12 +67,12 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     action_config: dict[str, Any] | UnsetType = UNSET
     catchup_window_minutes: CatchupWindow | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
     flexible_window_minutes: FlexWindow | UnsetType = UNSET
     max_retries: MaxRetries | UnsetType = UNSET
     name: Name | UnsetType = UNSET
     overlap_policy: OverlapPolicy | UnsetType = UNSET
-    rate_limit_per_minute: RateLimit | None | UnsetType = UNSET
+    rate_limit_per_minute: RateLimit | UnsetType | None = UNSET
     schedule_expression: str | UnsetType = UNSET
     status: ScheduleStatus | UnsetType = UNSET
     timezone: Timezone | UnsetType = UNSET
