@@ -106,7 +106,7 @@ async def serve(settings: Settings) -> int:
         # running actions get their own shutdown_grace_seconds afterwards, in the lifespan
         timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
     )
-    server = _Server(config)
+    server = _Server(config, app)
     ready = asyncio.create_task(_notify_ready(server, settings))
     try:
         await server.serve()
@@ -119,8 +119,18 @@ async def serve(settings: Settings) -> int:
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self.schedd_app = app
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         systemd.notify("STOPPING=1")
+        # stop claiming at once, before uvicorn drains open connections (a worker's long
+        # poll would otherwise keep the loop firing during the drain)
+        services = getattr(self.schedd_app.state, "services", None)
+        engine = getattr(services, "engine", None)
+        if engine is not None:
+            engine.stop_claiming()
         super().handle_exit(sig, frame)
 
 

@@ -28,7 +28,7 @@ from schedd import policies, timing
 from schedd.actions import ActionRunner, Outcome, RunContext
 from schedd.clock import Clock
 from schedd.config import Settings
-from schedd.errors import Conflict, InvalidField, NotFound
+from schedd.errors import Conflict, NotFound
 from schedd.metrics import Metrics
 from schedd.models import (
     FINISHED,
@@ -134,6 +134,13 @@ class Engine:
         if run_loop:
             self._loop_task = asyncio.create_task(self._loop(), name="schedd-loop")
 
+    def stop_claiming(self) -> None:
+        """The first step of a shutdown (on SIGTERM, before HTTP drains): claim nothing
+        more, and answer open worker long polls with nothing."""
+        self._stopping = True
+        self._wake.set()
+        self._notify_queues()
+
     async def stop(self, grace_s: float) -> None:
         """Stop claiming; let running actions finish for grace_s; record the rest as
         interrupted (they are retried at the next start); flush the recorder."""
@@ -231,8 +238,7 @@ class Engine:
             r.status = RunStatus.running
             r.started_ms = now
             r.triggered_ms = now
-            r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
-                                                     context_for(r, s))
+            r.resolved_payload = self._resolve(r, s)
             started.append(r)
             work.start.append((r, s))
         await self.store.update_runs(conn, started, _START_COLS)
@@ -259,24 +265,23 @@ class Engine:
                 self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, work, planned)
                 if s.next_run_ms is not None and s.next_run_ms <= now:
                     work.more = True
-            except (timing.TimingError, InvalidField, ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:
                 # One broken schedule never stops the loop: mark it, push it forward.
-                log.error("schedule %s cannot be planned: %s", s.id, exc)
+                log.error("schedule %s cannot be planned: %s: %s", s.id, type(exc).__name__, exc)
+                new_runs[:] = [r for r in new_runs if r.schedule_id != s.id]
                 s.last_error = f"cannot plan the next run: {exc}"[:500]
                 s.next_run_ms = now + 3_600_000
             s.updated_ms = now
             changed.append(s)
+        by_id = {s.id: s for s in due}
         for r in new_runs:
             if r.status is RunStatus.running:
-                s = next(x for x in due if x.id == r.schedule_id)
+                s = by_id[r.schedule_id]
                 r.started_ms = now
-                r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
-                                                         context_for(r, s))
+                r.resolved_payload = self._resolve(r, s)
                 work.start.append((r, s))
             elif r.queue is not None and r.status is RunStatus.pending:
-                s = next(x for x in due if x.id == r.schedule_id)
-                r.resolved_payload = self.runner.resolve(r.action_type.value, s.action_config,
-                                                         context_for(r, s))
+                r.resolved_payload = self._resolve(r, by_id[r.schedule_id])
                 work.queued = True
         if work.cancel_schedules:
             # CANCEL_OTHER: the active runs end before the new ones are inserted
@@ -373,6 +378,15 @@ class Engine:
             s.status = ScheduleStatus.completed
         s.last_error = None
 
+    def _resolve(self, run: Run, s: Schedule) -> Any:
+        """What the run will send, kept on it; a config that cannot be resolved is recorded
+        as such (the action then fails with its own error), never raised into the tick."""
+        try:
+            return self.runner.resolve(run.action_type.value, s.action_config,
+                                       context_for(run, s))
+        except Exception as exc:
+            return {"error": f"cannot resolve the action: {type(exc).__name__}"}
+
     def _missed(self, s: Schedule, first: int, last: int, count: int, now: int) -> Run:
         run = _new_run(s, occurrence_ms=first, due_ms=first, now_ms=now,
                        trigger=TriggerType.catchup, status=RunStatus.skipped)
@@ -447,6 +461,12 @@ class Engine:
     async def _record(self, conn: aiosqlite.Connection,
                       items: Sequence[tuple[Run, Outcome, int]]) -> None:
         """Finish runs, chain retries, update schedule counters, in the caller's tx."""
+        # A run cancelled (or otherwise finished) since its outcome was queued keeps that
+        # end: no status overwrite, no retry, no counters.
+        still = await self.store.active_run_ids(conn, [r.id for r, _, _ in items])
+        items = [it for it in items if it[0].id in still]
+        if not items:
+            return
         schedules = await self.store.schedules_by_ids(conn, [r.schedule_id for r, _, _ in items])
         retries: list[Run] = []
         finished: list[Run] = []

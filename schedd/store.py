@@ -316,6 +316,21 @@ class Store:
                 out[s.id] = s
         return out
 
+    async def active_run_ids(self, conn: aiosqlite.Connection, ids: Sequence[str]) -> set[str]:
+        """Which of these runs are still pending or running."""
+        out: set[str] = set()
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = await self._all(
+                f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(chunk))})"
+                " AND status IN ('pending', 'running')",
+                chunk,
+                conn,
+            )
+            out.update(str(r[0]) for r in rows)
+        return out
+
     async def active_counts(
         self, conn: aiosqlite.Connection, ids: Sequence[str]
     ) -> dict[str, tuple[int, int]]:
