@@ -78,6 +78,21 @@ def _new_run(s: Schedule, *, occurrence_ms: int, due_ms: int, now_ms: int,
     )
 
 
+def missed_run(s: Schedule, first: int, last: int, count: int, now: int, why: str) -> Run:
+    """The one skipped record of a stretch of missed occurrences (SPEC 4.1); counts them on
+    the schedule."""
+    run = _new_run(s, occurrence_ms=first, due_ms=first, now_ms=now,
+                   trigger=TriggerType.catchup, status=RunStatus.skipped)
+    run.error_code = "missed"
+    run.error_message = why
+    run.result = {"missed_count": count, "first": timing.format_ms(first),
+                  "last": timing.format_ms(last)}
+    s.missed_count += count
+    log.warning("schedule %s missed %d occurrence(s) from %s to %s", s.id, count,
+                timing.format_ms(first), timing.format_ms(last))
+    return run
+
+
 def context_for(run: Run, s: Schedule) -> RunContext:
     return RunContext(
         run_id=run.id, schedule_id=s.id, schedule_name=s.name, attempt=run.attempt,
@@ -388,16 +403,8 @@ class Engine:
             return {"error": f"cannot resolve the action: {type(exc).__name__}"}
 
     def _missed(self, s: Schedule, first: int, last: int, count: int, now: int) -> Run:
-        run = _new_run(s, occurrence_ms=first, due_ms=first, now_ms=now,
-                       trigger=TriggerType.catchup, status=RunStatus.skipped)
-        run.error_code = "missed"
-        run.error_message = f"{count} occurrence(s) older than the catch-up window"
-        run.result = {"missed_count": count, "first": timing.format_ms(first),
-                      "last": timing.format_ms(last)}
-        s.missed_count += count
-        log.warning("schedule %s missed %d occurrence(s) from %s to %s", s.id, count,
-                    timing.format_ms(first), timing.format_ms(last))
-        return run
+        return missed_run(s, first, last, count, now,
+                          f"{count} occurrence(s) older than the catch-up window")
 
     # ------------------------------------------------------------------ running actions
     def _dispatch(self, run: Run, s: Schedule) -> None:

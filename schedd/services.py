@@ -16,7 +16,7 @@ from typing import Any
 from schedd import actions, auth, timing
 from schedd.clock import Clock
 from schedd.config import Settings
-from schedd.engine import Engine
+from schedd.engine import Engine, missed_run
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
 from schedd.models import (
     ActionType,
@@ -349,15 +349,35 @@ class Services:
                         self._resumed(s)
                         retime = True
             if retime and s.status is not ScheduleStatus.completed:
-                first = self.plan_first_run(s, now)
-                if s.schedule_type is ScheduleType.once and "schedule_expression" in patch:
-                    self._check_once_window(s, first, now)
-                s.next_run_ms = first
-                s.last_error = None
+                await self._replan(conn, s, now, resuming=s.status is ScheduleStatus.active
+                                   and "status" in patch,
+                                   retimed=bool(_TIMING_FIELDS & set(patch)))
             s.updated_ms = now
             await self.store.update_schedule(conn, s)
         self._wake(s.next_run_ms)
         return s
+
+    async def _replan(self, conn: Any, s: Schedule, now: int, *, resuming: bool,
+                      retimed: bool) -> None:
+        """Plan next_run_at from now after a resume or a timing change. Paused time is not
+        caught up: a once-time that passed while paused is recorded as missed. A timing
+        change that leaves no future occurrence is refused, as create refuses it."""
+        first = self.plan_first_run(s, now)
+        if s.schedule_type is ScheduleType.once and first is not None:
+            if retimed:
+                self._check_once_window(s, first, now)
+            elif resuming and first < now:
+                await self.store.insert_runs(conn, [missed_run(
+                    s, first, first, 1, now, "its time passed while the schedule was paused")])
+                if self.engine is not None:
+                    self.engine.metrics.missed.inc()
+                first = None
+        if first is None:
+            if retimed:
+                raise _body("schedule_expression", "the schedule has no occurrence in the future")
+            s.status = ScheduleStatus.completed
+        s.next_run_ms = first
+        s.last_error = None
 
     def _resumed(self, s: Schedule) -> None:
         s.status = ScheduleStatus.active
@@ -398,12 +418,11 @@ class Services:
             if s.status is ScheduleStatus.paused:
                 self._resumed(s)
                 try:
-                    s.next_run_ms = self.plan_first_run(s, now)
+                    await self._replan(conn, s, now, resuming=True, retimed=False)
                 except InvalidField as exc:
                     s.next_run_ms = None
-                    s.last_error = exc.msg
-                if s.next_run_ms is None:
                     s.status = ScheduleStatus.completed
+                    s.last_error = exc.msg
                 s.updated_ms = now
                 await self.store.update_schedule(conn, s)
         self._wake(s.next_run_ms)

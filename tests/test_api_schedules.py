@@ -1213,3 +1213,12 @@ async def test_errors_do_not_leak_internals(api: Api) -> None:
         assert r.status_code == 422
         assert "Traceback" not in r.text and "/work/" not in r.text and "'data'" not in r.text
         assert "for path" not in r.text
+
+
+async def test_preview_reads_a_naive_after_in_the_given_timezone(api: Api) -> None:
+    r = await api.get("/v1/preview", params={
+        "schedule_type": "cron", "schedule_expression": "0 9 * * *",
+        "timezone": "Europe/Berlin", "after": "2026-11-23T08:30:00", "count": 1})
+    assert r.status_code == 200, r.text
+    # 08:30 Berlin is before that day's 09:00 Berlin (08:00Z)
+    assert r.json() == {"times": ["2026-11-23T08:00:00.000Z"]}

@@ -384,3 +384,41 @@ async def test_a_manual_retry_after_the_chain_ended_does_not_count_twice(
         assert done is not None and done.status is RunStatus.failed
         after = await k.schedule(s.id)
         assert after.consecutive_failures == 1 and after.paused_reason is None
+
+
+# ---------------------------------------------------------------------- pause, resume, PUT
+async def test_resume_plans_from_now_without_catching_up(tmp_path: Path) -> None:
+    # every 10 min; paused at 09:05, resumed at 11:02: next is 11:10, nothing in between
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_expression="10m")
+        k.clock.set(T0 + 5 * MIN)
+        await k.services.pause_schedule(k.tenant, s.id)
+        await k.run_until(T0 + 122 * MIN)
+        resumed = await k.services.resume_schedule(k.tenant, s.id)
+        assert format_ms(resumed.next_run_ms or 0) == "2026-11-22T11:10:00.000Z"
+        await k.run_until(T0 + 125 * MIN)
+        assert await k.runs(s.id) == []
+
+
+async def test_resuming_a_once_schedule_after_its_time_records_it_missed(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_type="once", schedule_expression="2026-11-22T09:30:00Z")
+        await k.services.pause_schedule(k.tenant, s.id)
+        await k.run_until(T0 + 35 * MIN)  # inside the default 10 min window, but paused
+        resumed = await k.services.resume_schedule(k.tenant, s.id)
+        assert resumed.status is ScheduleStatus.completed and resumed.next_run_ms is None
+        assert resumed.missed_count == 1
+        await k.run_until(T0 + 60 * MIN)
+        assert table(await k.runs(s.id)) == [("09:30:00", 1, "skipped", "catchup", "missed")]
+
+
+async def test_a_put_that_leaves_no_future_occurrence_is_refused(tmp_path: Path) -> None:
+    from schedd.errors import InvalidField
+    async with kit(tmp_path, T0) as k:
+        s = await k.create(schedule_type="cron", schedule_expression="0 10 * * *",
+                           end_at="2026-11-22T12:00:00Z")
+        with pytest.raises(InvalidField) as err:
+            await k.services.update_schedule(k.tenant, s.id, {"schedule_expression": "0 13 * * *"})
+        assert err.value.loc == ["body", "schedule_expression"]
+        assert (await k.schedule(s.id)).schedule_expression == "0 10 * * *"  # unchanged

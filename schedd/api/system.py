@@ -55,9 +55,12 @@ async def preview(
     after_ms = None
     if after is not None:
         try:
-            after_ms = timing.parse_instant_ms(after, timing.load_zone("UTC"))
+            # a naive `after` is wall time in `timezone`, like every instant in a schedule
+            zone = timing.load_zone(timezone)
+            after_ms = timing.parse_instant_ms(after, zone)
         except timing.TimingError as exc:
-            raise InvalidField(("query", "after"), str(exc)) from None
+            field = "timezone" if "timezone" in str(exc) else "after"
+            raise InvalidField(("query", field), str(exc)) from None
     times = svc.preview(
         schedule_type.value, schedule_expression, timezone, after_ms=after_ms, count=count
     )
