@@ -659,3 +659,45 @@ async def test_cancel_racing_a_failed_outcome_chains_no_retry(tmp_path: Path) ->
         except Exception as exc:  # the IntegrityError of the orphan retry
             raise AssertionError(f"manual retry of the cancelled run: {exc!r}") from exc
         assert retry.attempt == 2
+
+
+async def test_downtime_is_caught_up_inside_the_window_and_missed_outside(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """Issue 4: stop the daemon for ~4 s and start it again. The schedule with the default
+    10-minute window runs the occurrences of the downtime as `catchup`; the one with a
+    window of 0 records them as one `missed` stretch."""
+    async with Daemon(tmp_path / "d") as d:
+        keep = await d.create_schedule(**webhook_schedule(
+            sink.url("/keep"), schedule_expression="1s", overlap_policy="ALLOW"))
+        drop = await d.create_schedule(**webhook_schedule(
+            sink.url("/drop"), schedule_expression="1s", overlap_policy="ALLOW",
+            catchup_window_minutes=0))
+        await sink.wait_for(4, 10)
+        assert await d.stop() == 0
+        down_from = int(time.time() * 1000)
+        await asyncio.sleep(4)
+        await d.start()
+        up_at = int(time.time() * 1000)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            runs = await d.all_runs(drop["id"])
+            if any(r["error_code"] == "missed" for r in runs):
+                break
+            await asyncio.sleep(0.1)
+        kept = [r for r in await d.all_runs(keep["id"]) if r["attempt"] == 1]
+        caught = [r for r in kept if r["trigger_type"] == "catchup"]
+        during = [r for r in kept if down_from < ms(r["scheduled_for"]) < up_at - 1000]
+        assert len(during) >= 3 and all(r["trigger_type"] == "catchup" for r in during)
+        assert all(r["status"] in ("succeeded", "running") for r in caught)
+        missed = [r for r in await d.all_runs(drop["id"]) if r["error_code"] == "missed"]
+        assert len(missed) == 1
+        m = missed[0]
+        assert m["status"] == "skipped" and m["result"]["missed_count"] >= 3
+        assert down_from < ms(m["result"]["first"]) <= ms(m["result"]["last"]) < up_at
+        # nothing the window-0 schedule missed was also run
+        ran = {r["scheduled_for"] for r in await d.all_runs(drop["id"])
+               if r["error_code"] != "missed"}
+        assert not any(ms(m["result"]["first"]) <= ms(t) <= ms(m["result"]["last"])
+                       for t in ran)
+        assert await d.stop() == 0
