@@ -14,7 +14,7 @@ from schedd.store import Store
 log = logging.getLogger("schedd.retention")
 
 KEEP_PER_SCHEDULE = 100
-BATCH = 1000
+BATCH = 200
 DAY_MS = 86_400_000
 
 

@@ -701,3 +701,37 @@ async def test_downtime_is_caught_up_inside_the_window_and_missed_outside(
         assert not any(ms(m["result"]["first"]) <= ms(t) <= ms(m["result"]["last"])
                        for t in ran)
         assert await d.stop() == 0
+
+
+async def test_backup_while_an_every_second_schedule_writes(tmp_path: Path, sink: Sink) -> None:
+    """Issue 5: `schedd backup` taken while the daemon writes every second produces a
+    database that opens, passes PRAGMA integrity_check, and holds the schedules."""
+    import sqlite3
+    import sys
+
+    async with Daemon(tmp_path / "d") as d:
+        ids = set()
+        for i in range(3):
+            s = await d.create_schedule(**webhook_schedule(
+                sink.url(f"/b{i}"), schedule_expression="1s", overlap_policy="ALLOW"))
+            ids.add(s["id"])
+        await sink.wait_for(6, 10)
+        copies = []
+        for n in range(3):  # several copies, each while runs are being written
+            dest = tmp_path / f"backup-{n}.db"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "schedd", "backup", str(dest), "--db", str(d.db),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            copies.append(dest)
+            await sink.wait_for(len(sink.requests) + 2, 10)
+        assert await d.stop() == 0
+    for dest in copies:
+        con = sqlite3.connect(dest)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert {r[0] for r in con.execute("SELECT id FROM schedules")} == ids
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        finally:
+            con.close()
