@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from aiohttp import web
+from common import start_sink, wait_ready
 
 
 def iso_ms(text: str) -> float:
@@ -51,18 +51,7 @@ async def main() -> int:
     args = ap.parse_args()
 
     arrivals: list[tuple[float, str]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        arrivals.append((time.time() * 1000, request.headers["X-Schedd-Scheduled-For"]))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, sink_port = await start_sink(arrivals)
 
     tmp = Path(tempfile.mkdtemp(prefix="schedd-lateness-"))
     db = str(tmp / "schedd.db")
@@ -72,13 +61,7 @@ async def main() -> int:
     base = f"http://127.0.0.1:{args.port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(client)
             key = Path(db + ".key").read_text().strip()
             h = {"Authorization": f"Bearer {key}"}
             start = (int(time.time()) + 2) * 1000

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from aiohttp import web
+from common import start_sink, wait_ready
 
 DAY = 86_400_000
 
@@ -73,18 +73,7 @@ async def main() -> int:
     args = ap.parse_args()
 
     arrivals: list[tuple[float, str]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        arrivals.append((time.time() * 1000, request.headers["X-Schedd-Scheduled-For"]))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, sink_port = await start_sink(arrivals)
 
     tmp = Path(tempfile.mkdtemp(prefix="schedd-prune-"))
     db = str(tmp / "schedd.db")
@@ -94,13 +83,7 @@ async def main() -> int:
     first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{args.port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        for _ in range(300):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
+        await wait_ready(client)
     first.send_signal(signal.SIGTERM)
     first.wait(30)
     t = time.monotonic()
@@ -113,13 +96,7 @@ async def main() -> int:
     started = time.monotonic()
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            for _ in range(600):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(client)
             key = Path(db + ".key").read_text().strip()
             h = {"Authorization": f"Bearer {key}"}
             start_iso = datetime.fromtimestamp(int(time.time()) + 1).astimezone().isoformat()

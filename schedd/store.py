@@ -299,56 +299,44 @@ class Store:
         )
         return [run_from_row(r) for r in rows]
 
+    async def _where_in(
+        self, conn: aiosqlite.Connection, sql: str, ids: Sequence[str]
+    ) -> list[Any]:
+        """Rows of `sql`, whose `{in}` is filled with `(?, ?, ...)`, for every id (distinct),
+        in chunks that stay below SQLite's parameter limit."""
+        distinct = list(dict.fromkeys(ids))
+        rows: list[Any] = []
+        for i in range(0, len(distinct), 500):
+            chunk = distinct[i : i + 500]
+            rows += await self._all(sql.format(**{"in": f"({','.join('?' * len(chunk))})"}),
+                                    chunk, conn)
+        return rows
+
     async def schedules_by_ids(
         self, conn: aiosqlite.Connection, ids: Sequence[str]
     ) -> dict[str, Schedule]:
-        out: dict[str, Schedule] = {}
-        ids = list(dict.fromkeys(ids))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self._all(
-                f"SELECT {_S_SELECT} FROM schedules WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-                conn,
-            )
-            for r in rows:
-                s = schedule_from_row(r)
-                out[s.id] = s
-        return out
+        rows = await self._where_in(
+            conn, f"SELECT {_S_SELECT} FROM schedules WHERE id IN {{in}}", ids)
+        return {s.id: s for s in map(schedule_from_row, rows)}
 
     async def active_run_ids(self, conn: aiosqlite.Connection, ids: Sequence[str]) -> set[str]:
         """Which of these runs are still pending or running."""
-        out: set[str] = set()
-        ids = list(ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self._all(
-                f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(chunk))})"
-                " AND status IN ('pending', 'running')",
-                chunk,
-                conn,
-            )
-            out.update(str(r[0]) for r in rows)
-        return out
+        rows = await self._where_in(
+            conn, "SELECT id FROM runs WHERE id IN {in} AND status IN ('pending', 'running')",
+            ids)
+        return {str(r[0]) for r in rows}
 
     async def active_counts(
         self, conn: aiosqlite.Connection, ids: Sequence[str]
     ) -> dict[str, tuple[int, int]]:
         """schedule id -> (pending or running runs, of which buffered/waiting)."""
-        out: dict[str, tuple[int, int]] = {}
-        ids = list(dict.fromkeys(ids))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self._all(
-                "SELECT schedule_id, count(*), sum(waiting) FROM runs"
-                " WHERE status IN ('pending', 'running')"
-                f" AND schedule_id IN ({','.join('?' * len(chunk))}) GROUP BY schedule_id",
-                chunk,
-                conn,
-            )
-            for r in rows:
-                out[str(r[0])] = (int(r[1]), int(r[2] or 0))
-        return out
+        rows = await self._where_in(
+            conn,
+            "SELECT schedule_id, count(*), sum(waiting) FROM runs"
+            " WHERE status IN ('pending', 'running') AND schedule_id IN {in}"
+            " GROUP BY schedule_id",
+            ids)
+        return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows}
 
     async def next_wake_ms(
         self, conn: aiosqlite.Connection | None, *, include_due_work: bool
