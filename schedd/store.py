@@ -204,8 +204,9 @@ class Store:
         self, conn: aiosqlite.Connection, now_ms: int, limit: int
     ) -> list[Schedule]:
         rows = await self._all(
-            f"SELECT {_S_SELECT} FROM schedules WHERE status = 'active'"
-            " AND next_run_ms IS NOT NULL AND next_run_ms <= ? ORDER BY next_run_ms LIMIT ?",
+            f"SELECT {_S_SELECT} FROM schedules INDEXED BY schedules_due"
+            " WHERE status = 'active' AND next_run_ms IS NOT NULL AND next_run_ms <= ?"
+            " ORDER BY next_run_ms LIMIT ?",
             (now_ms, limit),
             conn,
         )
@@ -213,7 +214,8 @@ class Store:
 
     async def next_schedule_due_ms(self, conn: aiosqlite.Connection | None = None) -> int | None:
         rows = await self._all(
-            "SELECT min(next_run_ms) FROM schedules WHERE status = 'active'"
+            "SELECT min(next_run_ms) FROM schedules INDEXED BY schedules_due"
+            " WHERE status = 'active'"
             " AND next_run_ms IS NOT NULL",
             (),
             conn,
@@ -347,8 +349,8 @@ class Store:
                  " AND lease_until_ms IS NOT NULL"]
         if include_due_work:
             parts += [
-                "SELECT min(next_run_ms) FROM schedules WHERE status = 'active'"
-                " AND next_run_ms IS NOT NULL",
+                "SELECT min(next_run_ms) FROM schedules INDEXED BY schedules_due"
+                " WHERE status = 'active' AND next_run_ms IS NOT NULL",
                 "SELECT min(due_ms) FROM runs WHERE status = 'pending' AND queue IS NULL"
                 " AND waiting = 0",
             ]
@@ -432,7 +434,8 @@ class Store:
     async def due_backlog(self, now_ms: int) -> int:
         """Occurrences and runs due by now that have not started yet."""
         rows = await self._all(
-            "SELECT (SELECT count(*) FROM schedules WHERE status = 'active'"
+            "SELECT (SELECT count(*) FROM schedules INDEXED BY schedules_due"
+            " WHERE status = 'active'"
             " AND next_run_ms IS NOT NULL AND next_run_ms <= ?),"
             " (SELECT count(*) FROM runs WHERE status = 'pending' AND waiting = 0"
             " AND due_ms <= ?)",

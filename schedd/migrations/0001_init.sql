@@ -62,7 +62,6 @@ CREATE TABLE schedules (
 -- The engine's due query: the next active schedules by next_run_ms.
 CREATE INDEX schedules_due ON schedules(next_run_ms) WHERE status = 'active' AND next_run_ms IS NOT NULL;
 CREATE INDEX schedules_tenant ON schedules(tenant_id, seq);
-CREATE INDEX schedules_status ON schedules(status);
 CREATE UNIQUE INDEX schedules_dedup ON schedules(tenant_id, deduplication_key)
     WHERE deduplication_key IS NOT NULL;
 
