@@ -196,6 +196,7 @@ _WEBHOOK_KEYS: Final = (
 )
 _COMMAND_KEYS: Final = ("argv", "env", "cwd", "timeout_seconds")
 _WORKER_KEYS: Final = ("queue", "payload")
+_ACTION_TYPES: Final = frozenset({"webhook", "command", "worker", "noop"})
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -820,6 +821,26 @@ def _minimal_env() -> dict[str, str]:
     return env
 
 
+def _internal_error(action_type: str, exc: BaseException) -> Outcome:
+    # A bug or an unforeseen library error must not kill the engine's task.
+    logger.warning("%s action failed unexpectedly: %s", action_type, type(exc).__name__)
+    logger.debug("unexpected action error", exc_info=exc)
+    return Outcome(ok=False, error_code="internal_error", error_message=_describe(exc))
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An action resolved once for one run: what its record keeps (`resolved`) and what
+    running it needs (the built webhook request)."""
+
+    action_type: str
+    config: dict[str, Any]
+    ctx: RunContext
+    resolved: Any
+    request: _WebhookRequest | None = None
+    error: BaseException | None = None
+
+
 class ActionRunner:
     """Runs webhook, command and noop actions. Open it once (`async with`) for the
     daemon's lifetime: it holds the one shared aiohttp ClientSession."""
@@ -869,8 +890,17 @@ class ActionRunner:
 
     def resolve(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Any:
         """What the action will send, kept as the run's resolved_payload (never a secret)."""
-        if action_type == "webhook":
-            req = _prepare_webhook(config, ctx, self._user_agent)
+        return self._resolved(action_type, config, ctx, self._webhook_request(action_type,
+                                                                              config, ctx))
+
+    def _webhook_request(self, action_type: str, config: dict[str, Any],
+                         ctx: RunContext) -> _WebhookRequest | None:
+        return (_prepare_webhook(config, ctx, self._user_agent) if action_type == "webhook"
+                else None)
+
+    def _resolved(self, action_type: str, config: dict[str, Any], ctx: RunContext,
+                  req: _WebhookRequest | None) -> Any:
+        if req is not None:
             return {
                 "url": req.url,
                 "method": req.method,
@@ -885,35 +915,60 @@ class ActionRunner:
             return None
         raise ValueError(f"unknown action type {action_type!r}")
 
+    def prepare(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Prepared:
+        """Resolve an action once for both its record and its run (placeholders filled,
+        headers built). Never raises: a config that cannot be resolved is kept as an error
+        in `resolved`, and running it fails with internal_error. An unknown action type is
+        a bug of the caller and raises ValueError."""
+        if action_type not in _ACTION_TYPES:
+            raise ValueError(f"unknown action type {action_type!r}")
+        try:
+            req = self._webhook_request(action_type, config, ctx)
+            return Prepared(action_type, config, ctx,
+                            self._resolved(action_type, config, ctx, req), req)
+        except Exception as exc:
+            return Prepared(action_type, config, ctx,
+                            {"error": f"cannot resolve the action: {type(exc).__name__}"},
+                            None, exc)
+
     # ---------------------------------------------------------------- run
 
     async def run(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Outcome:
         """One attempt. Failures are Outcomes; only cancellation (and misuse) raises."""
+        if action_type == "worker":
+            raise ValueError("worker actions are handed to queues by the engine, not run here")
+        return await self.run_prepared(self.prepare(action_type, config, ctx))
+
+    async def run_prepared(self, p: Prepared) -> Outcome:
+        """Run what prepare() resolved (see run())."""
+        action_type = p.action_type
+        if p.error is not None:
+            return _internal_error(action_type, p.error)
         if action_type == "noop":
             return Outcome(ok=True)
         if action_type == "worker":
             raise ValueError("worker actions are handed to queues by the engine, not run here")
-        if action_type == "webhook":
+        if p.request is not None:
             session = self._session
             if session is None:
                 raise RuntimeError("ActionRunner is not open (use `async with`)")
-            action = self._run_webhook(session, config, ctx)
+            action = self._run_webhook(session, p.config, p.ctx, p.request)
         elif action_type == "command":
-            action = self._run_command(config, ctx)
+            action = self._run_command(p.config, p.ctx)
         else:
             raise ValueError(f"unknown action type {action_type!r}")
         try:
             return await action
         except Exception as exc:
-            # A bug or an unforeseen library error must not kill the engine's task.
-            logger.warning("%s action failed unexpectedly: %s", action_type, type(exc).__name__)
-            logger.debug("unexpected action error", exc_info=True)
-            return Outcome(ok=False, error_code="internal_error", error_message=_describe(exc))
+            return _internal_error(action_type, exc)
 
     async def _run_webhook(
-        self, session: aiohttp.ClientSession, config: dict[str, Any], ctx: RunContext
+        self,
+        session: aiohttp.ClientSession,
+        config: dict[str, Any],
+        ctx: RunContext,
+        req: _WebhookRequest,
     ) -> Outcome:
-        req = _prepare_webhook(config, ctx, self._user_agent)
         problem = _url_problem(req.url)
         if problem:
             return Outcome(

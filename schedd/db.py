@@ -1,8 +1,16 @@
-"""SQLite access: one WAL writer with explicit transactions, one read-only reader.
+"""SQLite access: one writer thread and one reader thread, each owning a sqlite3 connection.
 
-aiosqlite serialises statements, not transactions, so every multi-statement write runs in
-`async with db.write_tx() as conn:` which holds an asyncio.Lock and `BEGIN IMMEDIATE`.
-Reads go through a separate read-only connection and see committed data only.
+Every unit of work is ONE plain function `fn(conn, *args)` run on the connection's own
+thread: `await db.write(fn, ...)` wraps it in `BEGIN IMMEDIATE ... COMMIT` (ROLLBACK when it
+raises), `await db.read(fn, ...)` runs it on the read-only connection, which sees committed
+data only. One thread hop per unit of work, not per statement: a hop (queue put, thread
+wake-up, `call_soon_threadsafe` back to the loop) costs about as much as a small statement,
+and a claim or a record is 5-10 statements. aiosqlite hops once per statement and has no
+public way to run a function on its thread, so schedd owns its two threads (this module).
+
+Writes are serialised by the one writer thread (FIFO); a unit of work never interleaves
+with another, so no lock is needed. A caller cancelled while its unit runs does not stop
+the unit: it commits or rolls back as a whole, as it would had the caller waited.
 """
 
 from __future__ import annotations
@@ -10,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from queue import SimpleQueue
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 
 class SchemaTooNew(RuntimeError):
@@ -25,6 +32,10 @@ class SchemaTooNew(RuntimeError):
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 BUSY_TIMEOUT_MS = 5000
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Conn = sqlite3.Connection
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -40,14 +51,80 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
+def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+_STOP = object()
+
+
+class _Worker:
+    """One thread that owns one sqlite3 connection and runs functions on it, in order."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        self.conn: sqlite3.Connection | None = None
+
+    def _main(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            loop, fut, fn = item
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting task, never lost here
+                loop.call_soon_threadsafe(_set_exception, fut, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, result)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, fut, fn))
+        return await fut
+
+    async def run(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args,
+                  **kwargs: P.kwargs) -> T:
+        conn = self.conn
+        if conn is None:
+            raise RuntimeError("database is not open")
+        return await self.call(lambda: fn(conn, *args, **kwargs))
+
+    async def stop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await self.call(conn.close)
+        self._queue.put(_STOP)
+
+
+def _in_tx(conn: Conn, fn: Callable[[], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 class Database:
-    """Owns the writer and the reader connection; close() (or `async with`) closes both."""
+    """Owns the writer and the reader; close() (or `async with`) closes both."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._writer: _Worker | None = None
+        self._reader: _Worker | None = None
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -56,25 +133,38 @@ class Database:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if self.path != ":memory:" and (mode is None or str(mode[0]).lower() != "wal"):
+                raise RuntimeError(f"{self.path}: could not switch the database to WAL mode")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return conn
+
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            w = self._writer
-            await w.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = await (await w.execute("PRAGMA journal_mode = WAL")).fetchone()
-            if self.path != ":memory:" and (mode is None or str(mode[0]).lower() != "wal"):
-                raise RuntimeError(f"{self.path}: could not switch the database to WAL mode")
-            await w.execute("PRAGMA synchronous = NORMAL")
-            await w.execute("PRAGMA foreign_keys = ON")
-            await self._migrate(w)
-            uri = Path(self.path).resolve().as_uri() + "?mode=ro"  # noqa: ASYNC240
+            self._writer = _Worker("schedd-db-writer")
+            self._writer.conn = await self._writer.call(self._connect_writer)
             if self.path == ":memory:":
-                self._reader = w
+                self._reader = self._writer
             else:
-                self._reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-                await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._reader = _Worker("schedd-db-reader")
+                self._reader.conn = await self._reader.call(self._connect_reader)
         except BaseException:
             await self.close()
             raise
@@ -83,13 +173,12 @@ class Database:
         reader, writer = self._reader, self._writer
         self._reader = self._writer = None
         if reader is not None and reader is not writer:
-            await reader.close()
+            await reader.stop()
         if writer is not None:
-            await writer.close()
+            await writer.stop()
 
-    async def _migrate(self, w: aiosqlite.Connection) -> None:
-        row = await (await w.execute("PRAGMA user_version")).fetchone()
-        current = int(row[0]) if row else 0
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
         known = migrations()
         if current > len(known):
             raise SchemaTooNew(
@@ -97,42 +186,34 @@ class Database:
                 f"({len(known)}); upgrade schedd or restore a backup"
             )
         for version, sql in known[current:]:
-            await w.executescript(
+            conn.executescript(
                 f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
             )
 
-    @property
-    def writer(self) -> aiosqlite.Connection:
-        if self._writer is None:
+    def _worker(self, which: _Worker | None) -> _Worker:
+        if which is None:
             raise RuntimeError("database is not open")
-        return self._writer
+        return which
 
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        if self._reader is None:
+    async def write(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args,
+                    **kwargs: P.kwargs) -> T:
+        """Run fn(conn, *args) as one write transaction on the writer thread; its result."""
+        w = self._worker(self._writer)
+        conn = w.conn
+        if conn is None:
             raise RuntimeError("database is not open")
-        return self._reader
+        return await w.call(lambda: _in_tx(conn, lambda: fn(conn, *args, **kwargs)))
 
-    @asynccontextmanager
-    async def write_tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception)."""
-        async with self._lock:
-            w = self.writer
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                yield w
-            except BaseException:
-                await w.execute("ROLLBACK")
-                raise
-            else:
-                await w.execute("COMMIT")
+    async def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args,
+                   **kwargs: P.kwargs) -> T:
+        """Run fn(conn, *args) on the read-only connection's thread; its result."""
+        return await self._worker(self._reader).run(fn, *args, **kwargs)
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
-        return await self.reader.execute_fetchall(sql, params)
+    async def fetch_all(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
+        return await self.read(lambda c: c.execute(sql, params).fetchall())
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = list(await self.reader.execute_fetchall(sql, params))
-        return rows[0] if rows else None
+    async def fetch_one(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
+        return await self.read(lambda c: c.execute(sql, params).fetchone())
 
 
 def backup(src: str | Path, dest: str | Path) -> None:

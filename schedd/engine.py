@@ -22,12 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from schedd import policies, timing
-from schedd.actions import ActionRunner, Outcome, RunContext
+from schedd.actions import ActionRunner, Outcome, Prepared, RunContext
 from schedd.clock import Clock
 from schedd.config import Settings
+from schedd.db import Conn
 from schedd.errors import Conflict, NotFound
 from schedd.metrics import Metrics
 from schedd.models import (
@@ -40,6 +39,7 @@ from schedd.models import (
     RunStatus,
     Schedule,
     ScheduleStatus,
+    ScheduleTally,
     ScheduleType,
     TriggerType,
 )
@@ -105,13 +105,20 @@ def context_for(run: Run, s: Schedule) -> RunContext:
 
 
 @dataclass
-class _TickWork:
-    """What one claim transaction produced: runs to start after the commit."""
+class _Effects:
+    """What a unit of work on the writer thread leaves for the event loop to do after its
+    commit: actions to start, tasks to cancel, queues to notify, when to wake."""
 
-    start: list[tuple[Run, Schedule]] = field(default_factory=list)
+    start: list[tuple[Run, Schedule, Prepared]] = field(default_factory=list)
+    cancel_tasks: list[str] = field(default_factory=list)
     cancel_schedules: list[str] = field(default_factory=list)
     queued: bool = False
     more: bool = False
+    wake_ms: int | None = None
+    next_wake_ms: int | None = None
+
+    def wake_at(self, ms: int) -> None:
+        self.wake_ms = ms if self.wake_ms is None else min(self.wake_ms, ms)
 
 
 class Engine:
@@ -128,14 +135,12 @@ class Engine:
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._done: list[tuple[Run, Outcome, int]] = []
-        self._done_event = asyncio.Event()
         self._wake = asyncio.Event()
         self._queue_event = asyncio.Event()
         self._planned_ms: int | None = None
         self._stopping = False
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
-        self._recorder_task: asyncio.Task[None] | None = None
         self.last_wake_mono: float | None = None
         self.ticks = 0
         # called after every healthy wake of the loop (the daemon pings systemd's watchdog)
@@ -145,24 +150,21 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
         await self.recover(self.clock.now_ms())
-        self._recorder_task = asyncio.create_task(self._recorder(), name="schedd-recorder")
         if run_loop:
             self._loop_task = asyncio.create_task(self._loop(), name="schedd-loop")
 
     def stop_claiming(self) -> None:
         """The first step of a shutdown (on SIGTERM, before HTTP drains): claim nothing
-        more, and answer open worker long polls with nothing."""
+        more, and answer open worker long polls with nothing. Outcomes are still recorded."""
         self._stopping = True
         self._wake.set()
         self._notify_queues()
 
     async def stop(self, grace_s: float) -> None:
-        """Stop claiming; let running actions finish for grace_s; record the rest as
-        interrupted (they are retried at the next start); flush the recorder."""
-        self._stopping = True
-        self._wake.set()
-        if self._loop_task is not None:
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        """Stop claiming; let running actions finish for grace_s (their outcomes are
+        recorded as they end); record the rest as interrupted (they are retried at the
+        next start); then stop the loop."""
+        self.stop_claiming()
         tasks = list(self.inflight.values())
         if tasks:
             log.info("waiting up to %.0f s for %d running action(s)", grace_s, len(tasks))
@@ -171,9 +173,9 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._closing = True
-        self._done_event.set()
-        if self._recorder_task is not None:
-            await asyncio.gather(self._recorder_task, return_exceptions=True)
+        self._wake.set()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
         await self._flush()
 
     def wake(self, due_ms: int | None = None) -> None:
@@ -191,57 +193,92 @@ class Engine:
                     "running_actions": len(self.inflight), "ticks": self.ticks}
 
     async def _loop(self) -> None:
+        """One cycle = one write transaction: record the outcomes that came in, fail expired
+        leases, start and claim what is due, find when to wake next. Outcomes wake the loop,
+        so a busy engine commits once per cycle and batches whatever arrived meanwhile."""
         failures = 0
-        while not self._stopping:
+        while True:
             self._wake.clear()
             now = self.clock.now_ms()
             self.last_wake_mono = self.clock.monotonic()
             try:
-                more = await self.tick(now)
+                fx = await self._cycle(now, plan_wake=True)
                 failures = 0
             except Exception:
                 failures += 1
                 log.exception("scheduler tick failed (%d in a row)", failures)
+                if self._closing:
+                    return
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
             if self.on_alive is not None:
                 self.on_alive()
-            if more or self._stopping:
+            if self._closing and not self._done:
+                return
+            if fx.more or self._done:
                 await asyncio.sleep(0)
                 continue
-            full = len(self.inflight) >= self.capacity
-            nxt = await self.store.next_wake_ms(None, include_due_work=not full)
             cap = self.sleep_cap_s
-            self._planned_ms = nxt if nxt is not None else now + int(cap * 1000)
+            nxt = fx.next_wake_ms
+            self._planned_ms = nxt if nxt is not None and not self._stopping else (
+                now + int(cap * 1000))
             await self.clock.sleep_until(self._planned_ms, self._wake, cap)
             self._planned_ms = None
 
     # ------------------------------------------------------------------ one step
     async def tick(self, now: int) -> bool:
-        """Claim and start what is due at `now`. True when a batch limit left more due."""
-        self.ticks += 1
-        work = _TickWork()
-        async with self.db.write_tx() as conn:
-            await self._expire_leases(conn, now)
-            free = self.capacity - len(self.inflight)
-            if free > 0 and not self._stopping:
-                limit = min(free, self.settings.claim_batch_size)
-                await self._start_pending(conn, now, limit, work)
-                limit -= len(work.start)
-                if limit > 0:
-                    await self._claim(conn, now, limit, work)
-        for run, s in work.start:
-            self._dispatch(run, s)
-        if work.queued:
-            self._notify_queues()
-        return work.more
+        """Record the outcomes that came in, then claim and start what is due at `now`.
+        True when a batch limit left more due."""
+        return (await self._cycle(now, plan_wake=False)).more
 
-    async def _start_pending(self, conn: aiosqlite.Connection, now: int, limit: int,
-                             work: _TickWork) -> None:
-        runs = await self.store.due_pending_runs(conn, now, limit)
+    async def _cycle(self, now: int, *, plan_wake: bool) -> _Effects:
+        self.ticks += 1
+        limit = 0
+        if not self._stopping:
+            limit = min(self.capacity - len(self.inflight), self.settings.claim_batch_size)
+        done, self._done = self._done, []
+        try:
+            fx = await self.db.write(self._cycle_tx, now, limit, done, len(self.inflight),
+                                     plan_wake)
+        except BaseException:
+            self._done[:0] = done  # not recorded: try again next cycle
+            raise
+        self._apply(fx)
+        return fx
+
+    def _cycle_tx(self, c: Conn, now: int, limit: int, done: list[tuple[Run, Outcome, int]],
+                  inflight: int, plan_wake: bool) -> _Effects:
+        """The cycle's transaction, on the writer thread. Touches no asyncio object: what
+        the loop must do afterwards goes into the returned _Effects."""
+        fx = _Effects()
+        if done:
+            self._record_tx(c, done, fx)
+        self._expire_leases_tx(c, now, fx)
+        if limit > 0:
+            self._start_pending_tx(c, now, limit, fx)
+            if limit - len(fx.start) > 0:
+                self._claim_tx(c, now, limit - len(fx.start), fx)
+        if plan_wake and not fx.more:
+            full = inflight + len(fx.start) >= self.capacity
+            fx.next_wake_ms = self.store.next_wake_ms(c, include_due_work=not full)
+        return fx
+
+    def _apply(self, fx: _Effects) -> None:
+        """After a commit, on the loop: cancel, start, notify, wake."""
+        for run_id in fx.cancel_tasks:
+            self._cancel_task(run_id)
+        for run, s, prepared in fx.start:
+            self._dispatch(run, s, prepared)
+        if fx.queued:
+            self._notify_queues()
+        if fx.wake_ms is not None:
+            self.wake(fx.wake_ms)
+
+    def _start_pending_tx(self, c: Conn, now: int, limit: int, fx: _Effects) -> None:
+        runs = self.store.due_pending_runs(c, now, limit)
         if not runs:
             return
-        schedules = await self.store.schedules_by_ids(conn, [r.schedule_id for r in runs])
+        schedules = self.store.schedules_by_ids(c, [r.schedule_id for r in runs])
         started: list[Run] = []
         orphans: list[tuple[Run, Outcome, int]] = []
         for r in runs:
@@ -253,33 +290,32 @@ class Engine:
             r.status = RunStatus.running
             r.started_ms = now
             r.triggered_ms = now
-            r.resolved_payload = self._resolve(r, s)
+            prepared = self._prepare(r, s)
+            r.resolved_payload = prepared.resolved
             started.append(r)
-            work.start.append((r, s))
-        await self.store.update_runs(conn, started, _START_COLS)
+            fx.start.append((r, s, prepared))
+        self.store.update_runs(c, started, _START_COLS)
         if orphans:
-            await self._record(conn, orphans)
+            self._record_tx(c, orphans, fx)
         if len(runs) == limit:
-            work.more = True
+            fx.more = True
 
-    async def _claim(self, conn: aiosqlite.Connection, now: int, limit: int,
-                     work: _TickWork) -> None:
-        due = await self.store.due_schedules(conn, now, limit)
+    def _claim_tx(self, c: Conn, now: int, limit: int, fx: _Effects) -> None:
+        due = self.store.due_schedules(c, now, limit)
         if not due:
             return
         if len(due) == limit:
-            work.more = True
+            fx.more = True
         needs_counts = [s.id for s in due if s.overlap_policy is not OverlapPolicy.ALLOW]
-        counts = await self.store.active_counts(conn, needs_counts) if needs_counts else {}
+        counts = self.store.active_counts(c, needs_counts) if needs_counts else {}
         new_runs: list[Run] = []
-        changed: list[Schedule] = []
         for s in due:
             try:
-                planned = (await self.store.planned_starts(conn, s.id, now - 60_000)
+                planned = (self.store.planned_starts(c, s.id, now - 60_000)
                            if s.rate_limit_per_minute else [])
-                self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, work, planned)
+                self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, fx, planned)
                 if s.next_run_ms is not None and s.next_run_ms <= now:
-                    work.more = True
+                    fx.more = True
             except Exception as exc:
                 # One broken schedule never stops the loop: mark it, push it forward.
                 log.error("schedule %s cannot be planned: %s: %s", s.id, type(exc).__name__, exc)
@@ -287,30 +323,31 @@ class Engine:
                 s.last_error = f"cannot plan the next run: {exc}"[:500]
                 s.next_run_ms = now + 3_600_000
             s.updated_ms = now
-            changed.append(s)
         by_id = {s.id: s for s in due}
         for r in new_runs:
             if r.status is RunStatus.running:
                 s = by_id[r.schedule_id]
                 r.started_ms = now
-                r.resolved_payload = self._resolve(r, s)
-                work.start.append((r, s))
+                prepared = self._prepare(r, s)
+                r.resolved_payload = prepared.resolved
+                fx.start.append((r, s, prepared))
             elif r.queue is not None and r.status is RunStatus.pending:
-                r.resolved_payload = self._resolve(r, by_id[r.schedule_id])
-                work.queued = True
-        if work.cancel_schedules:
+                r.resolved_payload = self._prepare(r, by_id[r.schedule_id]).resolved
+                fx.queued = True
+        if fx.cancel_schedules:
             # CANCEL_OTHER: the active runs end before the new ones are inserted
-            await self._cancel_active(conn, work.cancel_schedules, now,
-                                      "replaced by a newer occurrence")
-        await self.store.insert_runs(conn, new_runs)
-        await self.store.update_schedules(conn, changed)
-        done = [s.id for s in changed if s.status is ScheduleStatus.completed
+            self._cancel_active_tx(c, fx.cancel_schedules, now, "replaced by a newer occurrence",
+                                   fx)
+            fx.cancel_schedules = []
+        self.store.insert_runs(c, new_runs)
+        self.store.advance_schedules(c, due)
+        done = [s.id for s in due if s.status is ScheduleStatus.completed
                 and s.action_after_completion is AfterCompletion.DELETE]
         if done:
-            active = await self.store.active_counts(conn, done)
+            active = self.store.active_counts(c, done)
             for sid in done:
                 if not active.get(sid):
-                    await self.store.delete_schedule(conn, sid)
+                    self.store.delete_schedule(c, sid)
                     log.info("schedule %s completed and was deleted", sid)
         for r in new_runs:
             if r.status in FINISHED:
@@ -320,7 +357,7 @@ class Engine:
                     self.metrics.missed.inc(r.result.get("missed_count", 0))
 
     def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
-              work: _TickWork, planned: list[int]) -> None:
+              fx: _Effects, planned: list[int]) -> None:
         """Turn a due schedule's occurrences up to `now` into runs (or missed/skipped
         records) and advance next_run_ms past them."""
         timer = timer_for(s)
@@ -359,8 +396,8 @@ class Engine:
                 out[-1].error_message = "an earlier run of this schedule was still active"
                 continue
             if decision.cancel_active and n_active:
-                if s.id not in work.cancel_schedules:
-                    work.cancel_schedules.append(s.id)  # the runs from before this tick
+                if s.id not in fx.cancel_schedules:
+                    fx.cancel_schedules.append(s.id)  # the runs from before this tick
                 for earlier in mine:  # and this tick's, which have not started yet
                     if earlier.status in (RunStatus.running, RunStatus.pending):
                         self._mark_cancelled(earlier, now, "replaced by a newer occurrence")
@@ -393,33 +430,26 @@ class Engine:
             s.status = ScheduleStatus.completed
         s.last_error = None
 
-    def _resolve(self, run: Run, s: Schedule) -> Any:
-        """What the run will send, kept on it; a config that cannot be resolved is recorded
-        as such (the action then fails with its own error), never raised into the tick."""
-        try:
-            return self.runner.resolve(run.action_type.value, s.action_config,
-                                       context_for(run, s))
-        except Exception as exc:
-            return {"error": f"cannot resolve the action: {type(exc).__name__}"}
+    def _prepare(self, run: Run, s: Schedule) -> Prepared:
+        """What the run will send, resolved once for its record and its start."""
+        return self.runner.prepare(run.action_type.value, s.action_config, context_for(run, s))
 
     def _missed(self, s: Schedule, first: int, last: int, count: int, now: int) -> Run:
         return missed_run(s, first, last, count, now,
                           f"{count} occurrence(s) older than the catch-up window")
 
     # ------------------------------------------------------------------ running actions
-    def _dispatch(self, run: Run, s: Schedule) -> None:
+    def _dispatch(self, run: Run, s: Schedule, prepared: Prepared) -> None:
         if run.started_ms is not None:
             self.metrics.lateness.observe(max(0, run.started_ms - run.due_ms) / 1000.0)
         self._log_run(run)
-        config = s.action_config
-        ctx = context_for(run, s)
-        task = asyncio.create_task(self._execute(run, config, ctx), name=f"run-{run.id}")
+        task = asyncio.create_task(self._execute(run, prepared), name=f"run-{run.id}")
         self.inflight[run.id] = task
 
-    async def _execute(self, run: Run, config: dict[str, Any], ctx: RunContext) -> None:
+    async def _execute(self, run: Run, prepared: Prepared) -> None:
         outcome: Outcome | None = None
         try:
-            outcome = await self.runner.run(run.action_type.value, config, ctx)
+            outcome = await self.runner.run_prepared(prepared)
         except asyncio.CancelledError:
             if run.id not in self._cancelled:
                 outcome = Outcome(ok=False, error_code="interrupted",
@@ -433,9 +463,7 @@ class Engine:
             self._cancelled.discard(run.id)
             if outcome is not None:
                 self._done.append((run, outcome, self.clock.now_ms()))
-                self._done_event.set()
-            if len(self.inflight) == self.capacity - 1:
-                self._wake.set()  # a slot freed after being full
+                self._wake.set()  # the loop records it in its next cycle
 
     def _cancel_task(self, run_id: str) -> None:
         """Abort the action of a run executing in this process, if it is."""
@@ -445,40 +473,33 @@ class Engine:
             task.cancel()
 
     # ------------------------------------------------------------------ recording outcomes
-    async def _recorder(self) -> None:
-        while True:
-            await self._done_event.wait()
-            self._done_event.clear()
-            await self._flush()
-            if self._closing:
-                return
-
     async def _flush(self) -> None:
+        """Record the outcomes that came in, outside the loop (at stop, and in tests)."""
         while self._done:
             batch, self._done = self._done, []
             try:
-                async with self.db.write_tx() as conn:
-                    await self._record(conn, batch)
+                fx = _Effects()
+                await self.db.write(self._record_tx, batch, fx)
             except Exception:
                 # The runs stay `running` in the database: the next start fails them as
                 # interrupted and retries them. Nothing is lost, an action may repeat.
                 log.exception("could not record %d run outcome(s)", len(batch))
-            self.wake()
+                continue
+            self._apply(fx)
 
-    async def _record(self, conn: aiosqlite.Connection,
-                      items: Sequence[tuple[Run, Outcome, int]]) -> None:
+    def _record_tx(self, c: Conn, items: Sequence[tuple[Run, Outcome, int]],
+                   fx: _Effects) -> None:
         """Finish runs, chain retries, update schedule counters, in the caller's tx."""
         # A run cancelled (or otherwise finished) since its outcome was queued keeps that
         # end: no status overwrite, no retry, no counters.
-        still = await self.store.active_run_ids(conn, [r.id for r, _, _ in items])
+        still = self.store.active_run_ids(c, [r.id for r, _, _ in items])
         items = [it for it in items if it[0].id in still]
         if not items:
             return
-        schedules = await self.store.schedules_by_ids(conn, [r.schedule_id for r, _, _ in items])
+        tallies = self.store.tallies_by_ids(c, [r.schedule_id for r, _, _ in items])
         retries: list[Run] = []
         finished: list[Run] = []
-        touched: dict[str, Schedule] = {}
-        deletions: list[str] = []
+        touched: dict[str, ScheduleTally] = {}
         for run, outcome, at in items:
             if outcome.ok:
                 run.status = RunStatus.succeeded
@@ -490,13 +511,14 @@ class Engine:
             run.error_code = None if outcome.ok else outcome.error_code
             run.error_message = None if outcome.ok else outcome.error_message
             run.result = outcome.result
-            s = schedules.get(run.schedule_id)
+            t = tallies.get(run.schedule_id)
             chain_ended = True
-            if run.status is RunStatus.failed and s is not None and run.attempt <= s.max_retries:
-                retry = self._retry_of(run, s, at)
+            if run.status is RunStatus.failed and t is not None and run.attempt <= t.max_retries:
+                retry = self._retry_of(run, t.retry_backoff_seconds, at)
                 if retry.queue is not None:
-                    retry.resolved_payload = self.runner.resolve(
-                        retry.action_type.value, s.action_config, context_for(retry, s))
+                    s = self.store.get_schedule(c, None, run.schedule_id)
+                    if s is not None:
+                        retry.resolved_payload = self._prepare(retry, s).resolved
                 run.next_attempt_run_id = retry.id
                 retries.append(retry)
                 chain_ended = False
@@ -506,46 +528,44 @@ class Engine:
             if run.action_type is ActionType.webhook and run.started_ms is not None:
                 self.metrics.webhook.labels("ok" if outcome.ok else "failed").observe(
                     max(0, at - run.started_ms) / 1000.0)
-            if s is None:
+            if t is None:
                 continue
-            touched[s.id] = s
+            touched[t.id] = t
             if run.started_ms is not None:
-                s.run_count += 1
-                s.last_run_ms = run.started_ms
-                s.last_run_status = run.status.value
+                t.run_count += 1
+                t.last_run_ms = run.started_ms
+                t.last_run_status = run.status.value
             if chain_ended and not run.manual:
                 if run.status is RunStatus.succeeded:
-                    s.consecutive_failures = 0
-                elif run.status is RunStatus.failed and run.attempt <= s.max_retries + 1:
+                    t.consecutive_failures = 0
+                elif run.status is RunStatus.failed and run.attempt <= t.max_retries + 1:
                     # an occurrence counts once: a manual retry after its chain had ended
                     # (attempt beyond the automatic ones) does not count it again
-                    s.consecutive_failures += 1
-                    if (s.consecutive_failures >= s.pause_on_failure_count
-                            and s.status is ScheduleStatus.active):
-                        s.status = ScheduleStatus.paused
-                        s.paused_reason = PAUSED_FAILURES
-                        log.warning("schedule %s paused after %d failed occurrences", s.id,
-                                    s.consecutive_failures)
-            s.updated_ms = at
-        await self.store.update_runs(conn, finished, _FINISH_COLS, guard_active=True)
-        await self.store.insert_runs(conn, retries)
-        await self.store.update_schedules(conn, list(touched.values()))
-        now = max((at for _, _, at in items), default=self.clock.now_ms())
-        for s in touched.values():
-            if s.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL):
-                await self.store.release_buffered(conn, s.id, now)
-            if (s.status is ScheduleStatus.completed
-                    and s.action_after_completion is AfterCompletion.DELETE
-                    and not (await self.store.active_counts(conn, [s.id])).get(s.id)):
-                deletions.append(s.id)
-        for sid in deletions:
-            await self.store.delete_schedule(conn, sid)
-            log.info("schedule %s completed and was deleted", sid)
+                    t.consecutive_failures += 1
+                    if (t.consecutive_failures >= t.pause_on_failure_count
+                            and t.status is ScheduleStatus.active):
+                        t.status = ScheduleStatus.paused
+                        t.paused_reason = PAUSED_FAILURES
+                        log.warning("schedule %s paused after %d failed occurrences", t.id,
+                                    t.consecutive_failures)
+        now = max(at for _, _, at in items)
+        self.store.update_runs(c, finished, _FINISH_COLS, guard_active=True)
+        self.store.insert_runs(c, retries)
+        self.store.tally_schedules(c, touched.values(), now)
+        for t in touched.values():
+            if (t.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
+                    and self.store.release_buffered(c, t.id, now)):
+                fx.wake_at(now)
+            if (t.status is ScheduleStatus.completed
+                    and t.action_after_completion is AfterCompletion.DELETE
+                    and not self.store.active_counts(c, [t.id]).get(t.id)):
+                self.store.delete_schedule(c, t.id)
+                log.info("schedule %s completed and was deleted", t.id)
         if retries:
-            self.wake(min(r.due_ms for r in retries))
+            fx.wake_at(min(r.due_ms for r in retries))
 
-    def _retry_of(self, run: Run, s: Schedule, now: int) -> Run:
-        delay = policies.backoff_ms(run.attempt, s.retry_backoff_seconds,
+    def _retry_of(self, run: Run, backoff_s: int, now: int) -> Run:
+        delay = policies.backoff_ms(run.attempt, backoff_s,
                                     self.settings.retry_backoff_cap_seconds, self.rng.random())
         rid = new_id()
         return Run(
@@ -578,30 +598,35 @@ class Engine:
     async def recover(self, now: int) -> int:
         """Runs left `running` by a dead process (not leased to a worker) fail with
         `interrupted` and follow the retry policy. Returns how many."""
-        async with self.db.write_tx() as conn:
-            stale = await self.store.runs_where(
-                conn, "status = 'running' AND lease_until_ms IS NULL", ())
-            if stale:
-                log.warning("%d run(s) were running when schedd last stopped; marking them "
-                            "interrupted", len(stale))
-                await self._record(conn, [
-                    (r, Outcome(ok=False, error_code="interrupted",
-                                error_message="schedd stopped while the action was running"), now)
-                    for r in stale
-                ])
+        fx = _Effects()
+        n = await self.db.write(self._recover_tx, now, fx)
+        self._apply(fx)
+        return n
+
+    def _recover_tx(self, c: Conn, now: int, fx: _Effects) -> int:
+        stale = self.store.runs_where(c, "status = 'running' AND lease_until_ms IS NULL", (),
+                                      limit=10**9)
+        if stale:
+            log.warning("%d run(s) were running when schedd last stopped; marking them "
+                        "interrupted", len(stale))
+            self._record_tx(c, [
+                (r, Outcome(ok=False, error_code="interrupted",
+                            error_message="schedd stopped while the action was running"), now)
+                for r in stale
+            ], fx)
         return len(stale)
 
-    async def _expire_leases(self, conn: aiosqlite.Connection, now: int) -> None:
-        expired = await self.store.runs_where(
-            conn, "status = 'running' AND lease_until_ms IS NOT NULL AND lease_until_ms <= ?",
+    def _expire_leases_tx(self, c: Conn, now: int, fx: _Effects) -> None:
+        expired = self.store.runs_where(
+            c, "status = 'running' AND lease_until_ms IS NOT NULL AND lease_until_ms <= ?",
             (now,), order="lease_until_ms", limit=1000)
         if expired:
-            await self._record(conn, [
+            self._record_tx(c, [
                 (r, Outcome(ok=False, error_code="heartbeat_timeout",
                             error_message=f"worker {r.worker_id} sent no heartbeat before its "
                                           "lease ended"), now)
                 for r in expired
-            ])
+            ], fx)
 
     # ------------------------------------------------------------------ manual operations
     async def trigger(self, s: Schedule) -> Run:
@@ -610,10 +635,8 @@ class Engine:
         run = _new_run(s, occurrence_ms=now, due_ms=now, now_ms=now, trigger=TriggerType.manual,
                        status=RunStatus.pending, manual=True)
         if run.queue is not None:
-            run.resolved_payload = self.runner.resolve(run.action_type.value, s.action_config,
-                                                       context_for(run, s))
-        async with self.db.write_tx() as conn:
-            await self.store.insert_runs(conn, [run])
+            run.resolved_payload = self._prepare(run, s).resolved
+        await self.db.write(self.store.insert_runs, [run])
         self._after_new_pending(run)
         return run
 
@@ -625,17 +648,23 @@ class Engine:
 
     async def cancel(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
         now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            run = await self.store.get_run(tenant_id, run_id, conn)
+        fx = _Effects()
+
+        def tx(c: Conn) -> Run:
+            run = self.store.get_run(c, tenant_id, run_id)
             if run is None:
                 raise NotFound("Run")
             if run.status in FINISHED:
                 raise Conflict(f"Run is already {run.status.value}")
             self._mark_cancelled(run, now, reason or "cancelled by request")
-            await self.store.update_runs(conn, [run], _CANCEL_COLS)
+            self.store.update_runs(c, [run], _CANCEL_COLS)
             self._log_run(run)
-            await self._after_chain_change(conn, run, now)
-        self._cancel_task(run.id)
+            self._after_chain_change_tx(c, run, now, fx)
+            return run
+
+        run = await self.db.write(tx)
+        fx.cancel_tasks.append(run.id)
+        self._apply(fx)
         return run
 
     def _mark_cancelled(self, run: Run, now: int, reason: str) -> None:
@@ -647,31 +676,31 @@ class Engine:
         run.cancel_reason = reason
         run.waiting = False
 
-    async def _cancel_active(self, conn: aiosqlite.Connection, schedule_ids: Iterable[str],
-                             now: int, reason: str) -> None:
+    def _cancel_active_tx(self, c: Conn, schedule_ids: Iterable[str], now: int, reason: str,
+                          fx: _Effects) -> None:
         """CANCEL_OTHER: cancel every pending or running run of these schedules."""
         for sid in schedule_ids:
-            active = [r for r in await self.store.active_runs_of(conn, sid)]
+            active = self.store.active_runs_of(c, sid)
             for r in active:
                 self._mark_cancelled(r, now, reason)
                 self._log_run(r)
-            await self.store.update_runs(conn, active, _CANCEL_COLS)
-            for r in active:
-                self._cancel_task(r.id)
+            self.store.update_runs(c, active, _CANCEL_COLS)
+            fx.cancel_tasks.extend(r.id for r in active)
 
-    async def _after_chain_change(self, conn: aiosqlite.Connection, run: Run, now: int) -> None:
-        s = await self.store.get_schedule(None, run.schedule_id, conn)
+    def _after_chain_change_tx(self, c: Conn, run: Run, now: int, fx: _Effects) -> None:
+        s = self.store.get_schedule(c, None, run.schedule_id)
         if (s is not None
                 and s.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
-                and await self.store.release_buffered(conn, s.id, now)):
-            self.wake(now)
+                and self.store.release_buffered(c, s.id, now)):
+            fx.wake_at(now)
 
     async def retry(self, tenant_id: str, run_id: str) -> Run:
         """A new attempt of the same occurrence, chained to a failed or cancelled run that
         ends its chain (trigger_type manual)."""
         now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            run = await self.store.get_run(tenant_id, run_id, conn)
+
+        def tx(c: Conn) -> Run:
+            run = self.store.get_run(c, tenant_id, run_id)
             if run is None:
                 raise NotFound("Run")
             if run.status not in (RunStatus.failed, RunStatus.cancelled):
@@ -679,7 +708,7 @@ class Engine:
                                f"{run.status.value}")
             if run.next_attempt_run_id is not None:
                 raise Conflict("This run already has a next attempt; retry the last one")
-            s = await self.store.get_schedule(None, run.schedule_id, conn)
+            s = self.store.get_schedule(c, None, run.schedule_id)
             if s is None:
                 raise Conflict("The schedule of this run was deleted")
             new = Run(
@@ -690,11 +719,13 @@ class Engine:
                 previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
             )
             if new.queue is not None:
-                new.resolved_payload = self.runner.resolve(new.action_type.value,
-                                                           s.action_config, context_for(new, s))
+                new.resolved_payload = self._prepare(new, s).resolved
             run.next_attempt_run_id = new.id
-            await self.store.insert_runs(conn, [new])
-            await self.store.update_runs(conn, [run], ("next_attempt_run_id",))
+            self.store.insert_runs(c, [new])
+            self.store.update_runs(c, [run], ("next_attempt_run_id",))
+            return new
+
+        new = await self.db.write(tx)
         self._after_new_pending(new)
         return new
 
@@ -709,19 +740,22 @@ class Engine:
         when none came within wait_s (long poll)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+
+        def tx(c: Conn, now: int) -> Run | None:
+            run = self.store.claim_queued_run(c, tenant_id, queues, now)
+            if run is not None:
+                run.status = RunStatus.running
+                run.started_ms = now
+                run.worker_id = worker_id
+                run.lease_until_ms = now + int(lease_s * 1000)
+                run.last_heartbeat_ms = now
+                self.store.update_runs(c, [run], _LEASE_COLS)
+                self._log_run(run)
+            return run
+
         while True:
             event = self._queue_event
-            now = self.clock.now_ms()
-            async with self.db.write_tx() as conn:
-                run = await self.store.claim_queued_run(conn, tenant_id, queues, now)
-                if run is not None:
-                    run.status = RunStatus.running
-                    run.started_ms = now
-                    run.worker_id = worker_id
-                    run.lease_until_ms = now + int(lease_s * 1000)
-                    run.last_heartbeat_ms = now
-                    await self.store.update_runs(conn, [run], _LEASE_COLS)
-                    self._log_run(run)
+            run = await self.db.write(tx, self.clock.now_ms())
             if run is not None:
                 self.wake(run.lease_until_ms)
                 return run
@@ -734,34 +768,42 @@ class Engine:
     async def heartbeat(self, tenant_id: str, run_id: str, worker_id: str,
                         lease_s: float) -> tuple[Run, bool]:
         now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            run = await self._worker_run(conn, tenant_id, run_id, worker_id)
+
+        def tx(c: Conn) -> tuple[Run, bool]:
+            run = self._worker_run(c, tenant_id, run_id, worker_id)
             if run.status is RunStatus.cancelled:
                 return run, True
             if run.status is not RunStatus.running:
                 raise Conflict(f"Run is {run.status.value}")
             run.lease_until_ms = now + int(lease_s * 1000)
             run.last_heartbeat_ms = now
-            await self.store.update_runs(conn, [run], ("lease_until_ms", "last_heartbeat_ms"))
-        return run, False
+            self.store.update_runs(c, [run], ("lease_until_ms", "last_heartbeat_ms"))
+            return run, False
+
+        return await self.db.write(tx)
 
     async def complete(self, tenant_id: str, run_id: str, worker_id: str, succeeded: bool,
                        result: Any, error_message: str | None) -> Run:
         now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            run = await self._worker_run(conn, tenant_id, run_id, worker_id)
+        fx = _Effects()
+
+        def tx(c: Conn) -> Run:
+            run = self._worker_run(c, tenant_id, run_id, worker_id)
             if run.status is not RunStatus.running:
                 raise Conflict(f"Run is {run.status.value}; it cannot be completed")
             outcome = Outcome(ok=succeeded, result=result if isinstance(result, dict) else (
                 None if result is None else {"value": result}),
                 error_code=None if succeeded else "worker_failed",
                 error_message=None if succeeded else (error_message or "the worker failed"))
-            await self._record(conn, [(run, outcome, now)])
+            self._record_tx(c, [(run, outcome, now)], fx)
+            return run
+
+        run = await self.db.write(tx)
+        self._apply(fx)
         return run
 
-    async def _worker_run(self, conn: aiosqlite.Connection, tenant_id: str, run_id: str,
-                          worker_id: str) -> Run:
-        run = await self.store.get_run(tenant_id, run_id, conn)
+    def _worker_run(self, c: Conn, tenant_id: str, run_id: str, worker_id: str) -> Run:
+        run = self.store.get_run(c, tenant_id, run_id)
         if run is None:
             raise NotFound("Run")
         if run.worker_id is None or run.worker_id != worker_id:

@@ -108,6 +108,24 @@ class Schedule(msgspec.Struct, kw_only=True):
     updated_ms: int
 
 
+class ScheduleTally(msgspec.Struct, kw_only=True):
+    """What recording a run's outcome reads of its schedule (a narrow read in the recorder's
+    transaction) and writes back: counters and, when it pauses, the reason."""
+
+    id: str
+    status: ScheduleStatus
+    max_retries: int
+    retry_backoff_seconds: int
+    pause_on_failure_count: int
+    overlap_policy: OverlapPolicy
+    action_after_completion: AfterCompletion
+    run_count: int
+    consecutive_failures: int
+    last_run_ms: int | None
+    last_run_status: str | None
+    paused_reason: str | None = None  # set when this recording pauses the schedule
+
+
 class Run(msgspec.Struct, kw_only=True):
     id: str
     schedule_id: str

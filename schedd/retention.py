@@ -25,8 +25,7 @@ async def prune_once(store: Store, now_ms: int, retention_days: int, *,
     cutoff = now_ms - retention_days * DAY_MS
     deleted, after = 0, 0
     while True:
-        async with store.db.write_tx() as conn:
-            n, last = await store.prune_runs_batch(conn, after, cutoff, keep, batch)
+        n, last = await store.db.write(store.prune_runs_batch, after, cutoff, keep, batch)
         deleted += n
         if last is None:
             break

@@ -16,6 +16,7 @@ from typing import Any
 from schedd import actions, auth, timing
 from schedd.clock import Clock
 from schedd.config import Settings
+from schedd.db import Conn
 from schedd.engine import Engine, missed_run
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
 from schedd.models import (
@@ -111,20 +112,23 @@ class Services:
         now = self.clock.now_ms()
         key = auth.generate_key()
         key_id = str(uuid.uuid4())
-        async with self.db.write_tx() as conn:
-            tenant_id = await self.store.tenant_id_by_name(name, conn)
+
+        def tx(c: Conn) -> None:
+            tenant_id = self.store.tenant_id_by_name(c, name)
             if tenant_id is None:
                 tenant_id = str(uuid.uuid4())
-                await self.store.insert_tenant(conn, tenant_id, name, now)
-            await self.store.insert_key(
-                conn, key_id, tenant_id, auth.display_prefix(key), auth.hash_key(key), now
+                self.store.insert_tenant(c, tenant_id, name, now)
+            self.store.insert_key(
+                c, key_id, tenant_id, auth.display_prefix(key), auth.hash_key(key), now
             )
+
+        await self.db.write(tx)
         return key_id, key
 
     async def ensure_first_key(self, key_path: str | Path) -> Path | None:
         """On first start (no key at all), create one for tenant `default` and write it to
         `key_path` with mode 0600. Returns the path written, or None when keys exist."""
-        if await self.store.count_keys() > 0:
+        if await self.db.read(self.store.count_keys) > 0:
             return None
         _, key = await self.create_key(DEFAULT_TENANT)
         path = Path(key_path)
@@ -135,13 +139,12 @@ class Services:
         return path
 
     async def list_keys(self) -> list[ApiKey]:
-        return await self.store.list_keys()
+        return await self.db.read(self.store.list_keys)
 
     async def revoke_key(self, key_id: str) -> None:
-        async with self.db.write_tx() as conn:
-            revoked = await self.store.revoke_key(conn, key_id, self.clock.now_ms())
+        revoked = await self.db.write(self.store.revoke_key, key_id, self.clock.now_ms())
         if not revoked:
-            if await self.store.key_exists(key_id):
+            if await self.db.read(self.store.key_exists, key_id):
                 raise Conflict(f"key {key_id} is already revoked")
             raise NotFound("Key")
 
@@ -150,7 +153,7 @@ class Services:
         effect at once: every request looks its key up (one indexed read)."""
         if not key:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer KEY' or 'X-Api-Key'")
-        found = await self.store.active_key_by_hash(auth.hash_key(key))
+        found = await self.db.read(self.store.active_key_by_hash, auth.hash_key(key))
         if found is None:
             raise Unauthorized("Invalid or revoked API key")
         key_id, tenant_id, last_used = found
@@ -158,8 +161,7 @@ class Services:
         seen = max(last_used or 0, self._key_touched.get(key_id, 0))
         if now - seen >= KEY_TOUCH_INTERVAL_MS:
             self._key_touched[key_id] = now
-            async with self.db.write_tx() as conn:
-                await self.store.touch_key(conn, key_id, now)
+            await self.db.write(self.store.touch_key, key_id, now)
         return tenant_id
 
     # ------------------------------------------------------------------ validation helpers
@@ -275,17 +277,23 @@ class Services:
             field = "end_at" if end_ms is not None else "schedule_expression"
             raise _body(field, "the schedule has no occurrence in the future")
         s.next_run_ms = first
-        async with self.db.write_tx() as conn:
+
+        def tx(c: Conn) -> Schedule | None:
             if s.deduplication_key is not None:
-                existing = await self.store.find_by_dedup_key(conn, tenant_id, s.deduplication_key)
+                existing = self.store.find_by_dedup_key(c, tenant_id, s.deduplication_key)
                 if existing is not None:
-                    return existing, False
-            await self.store.insert_schedule(conn, s)
+                    return existing
+            self.store.insert_schedule(c, s)
+            return None
+
+        existing = await self.db.write(tx)
+        if existing is not None:
+            return existing, False
         self._wake(first)
         return s, True
 
     async def get_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
-        s = await self.store.get_schedule(tenant_id, schedule_id)
+        s = await self.db.read(self.store.get_schedule, tenant_id, schedule_id)
         if s is None:
             raise NotFound("Schedule")
         return s
@@ -300,9 +308,9 @@ class Services:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Schedule], int]:
-        return await self.store.list_schedules(
-            tenant_id, customer_id=customer_id, external_id=external_id, status=status,
-            limit=limit, offset=offset,
+        return await self.db.read(
+            self.store.list_schedules, tenant_id, customer_id=customer_id,
+            external_id=external_id, status=status, limit=limit, offset=offset,
         )
 
     async def update_schedule(
@@ -314,50 +322,54 @@ class Services:
         if unknown:
             raise _body(sorted(unknown)[0], "this field cannot be changed", "extra_forbidden")
         now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
-            if s is None:
-                raise NotFound("Schedule")
-            for key in ("name", "max_retries", "catchup_window_minutes",
-                        "flexible_window_minutes", "overlap_policy", "schedule_expression",
-                        "timezone", "action_config", "status"):
-                if key in patch and patch[key] is None:
-                    raise _body(key, "may not be null", "none_forbidden")
-            if "timezone" in patch:
-                self._zone(patch["timezone"])
-            if "action_config" in patch:
-                _check_depth("action_config", patch["action_config"])
-                merged = actions.merge_redacted(s.action_config, patch["action_config"])
-                s.action_config = self._action(s.action_type.value, merged)
-            for key in ("name", "description", "max_retries", "catchup_window_minutes",
-                        "flexible_window_minutes", "overlap_policy", "rate_limit_per_minute",
-                        "schedule_expression", "timezone"):
-                if key in patch:
-                    setattr(s, key, patch[key])
-            retime = bool(_TIMING_FIELDS & set(patch))
-            if "status" in patch:
-                new = ScheduleStatus(patch["status"])
-                if new is ScheduleStatus.completed:
-                    raise _body("status", "status may be set to 'active' or 'paused'", "enum")
-                if new is not s.status:
-                    if s.status is ScheduleStatus.completed:
-                        raise Conflict("Schedule is completed; it cannot be resumed or paused")
-                    s.status = new
-                    if new is ScheduleStatus.paused:
-                        s.paused_reason = PAUSED_MANUAL
-                    else:
-                        self._resumed(s)
-                        retime = True
-            if retime and s.status is not ScheduleStatus.completed:
-                await self._replan(conn, s, now, resuming=s.status is ScheduleStatus.active
-                                   and "status" in patch,
-                                   retimed=bool(_TIMING_FIELDS & set(patch)))
-            s.updated_ms = now
-            await self.store.update_schedule(conn, s)
+        s = await self.db.write(self._update_tx, tenant_id, schedule_id, patch, now)
         self._wake(s.next_run_ms)
         return s
 
-    async def _replan(self, conn: Any, s: Schedule, now: int, *, resuming: bool,
+    def _update_tx(self, c: Conn, tenant_id: str, schedule_id: str, patch: Mapping[str, Any],
+                   now: int) -> Schedule:
+        s = self.store.get_schedule(c, tenant_id, schedule_id)
+        if s is None:
+            raise NotFound("Schedule")
+        for key in ("name", "max_retries", "catchup_window_minutes",
+                    "flexible_window_minutes", "overlap_policy", "schedule_expression",
+                    "timezone", "action_config", "status"):
+            if key in patch and patch[key] is None:
+                raise _body(key, "may not be null", "none_forbidden")
+        if "timezone" in patch:
+            self._zone(patch["timezone"])
+        if "action_config" in patch:
+            _check_depth("action_config", patch["action_config"])
+            merged = actions.merge_redacted(s.action_config, patch["action_config"])
+            s.action_config = self._action(s.action_type.value, merged)
+        for key in ("name", "description", "max_retries", "catchup_window_minutes",
+                    "flexible_window_minutes", "overlap_policy", "rate_limit_per_minute",
+                    "schedule_expression", "timezone"):
+            if key in patch:
+                setattr(s, key, patch[key])
+        retime = bool(_TIMING_FIELDS & set(patch))
+        if "status" in patch:
+            new = ScheduleStatus(patch["status"])
+            if new is ScheduleStatus.completed:
+                raise _body("status", "status may be set to 'active' or 'paused'", "enum")
+            if new is not s.status:
+                if s.status is ScheduleStatus.completed:
+                    raise Conflict("Schedule is completed; it cannot be resumed or paused")
+                s.status = new
+                if new is ScheduleStatus.paused:
+                    s.paused_reason = PAUSED_MANUAL
+                else:
+                    self._resumed(s)
+                    retime = True
+        if retime and s.status is not ScheduleStatus.completed:
+            self._replan(c, s, now, resuming=s.status is ScheduleStatus.active
+                         and "status" in patch,
+                         retimed=bool(_TIMING_FIELDS & set(patch)))
+        s.updated_ms = now
+        self.store.update_schedule(c, s)
+        return s
+
+    def _replan(self, c: Conn, s: Schedule, now: int, *, resuming: bool,
                       retimed: bool) -> None:
         """Plan next_run_at from now after a resume or a timing change. Paused time is not
         caught up: a once-time that passed while paused is recorded as missed. A timing
@@ -367,7 +379,7 @@ class Services:
             if retimed:
                 self._check_once_window(s, first, now)
             elif resuming and first < now:
-                await self.store.insert_runs(conn, [missed_run(
+                self.store.insert_runs(c, [missed_run(
                     s, first, first, 1, now, "its time passed while the schedule was paused")])
                 if self.engine is not None:
                     self.engine.metrics.missed.inc()
@@ -386,46 +398,52 @@ class Services:
 
     async def delete_schedule(self, tenant_id: str, schedule_id: str) -> None:
         now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
-            if s is None:
+
+        def tx(c: Conn) -> None:
+            if self.store.get_schedule(c, tenant_id, schedule_id) is None:
                 raise NotFound("Schedule")
-            await self.store.cancel_pending_runs_of(conn, schedule_id, now, "schedule deleted")
-            await self.store.delete_schedule(conn, schedule_id)
+            self.store.cancel_pending_runs_of(c, schedule_id, now, "schedule deleted")
+            self.store.delete_schedule(c, schedule_id)
+
+        await self.db.write(tx)
 
     async def pause_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
-        async with self.db.write_tx() as conn:
-            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
-            if s is None:
-                raise NotFound("Schedule")
-            if s.status is ScheduleStatus.completed:
-                raise Conflict("Schedule is completed; it cannot be paused")
-            if s.status is ScheduleStatus.active:
-                s.status = ScheduleStatus.paused
-                s.paused_reason = PAUSED_MANUAL
-                s.updated_ms = self.clock.now_ms()
-                await self.store.update_schedule(conn, s)
+        return await self.db.write(self._pause_tx, tenant_id, schedule_id, self.clock.now_ms())
+
+    def _pause_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
+        s = self.store.get_schedule(c, tenant_id, schedule_id)
+        if s is None:
+            raise NotFound("Schedule")
+        if s.status is ScheduleStatus.completed:
+            raise Conflict("Schedule is completed; it cannot be paused")
+        if s.status is ScheduleStatus.active:
+            s.status = ScheduleStatus.paused
+            s.paused_reason = PAUSED_MANUAL
+            s.updated_ms = now
+            self.store.update_schedule(c, s)
         return s
 
     async def resume_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
-        now = self.clock.now_ms()
-        async with self.db.write_tx() as conn:
-            s = await self.store.get_schedule(tenant_id, schedule_id, conn)
-            if s is None:
-                raise NotFound("Schedule")
-            if s.status is ScheduleStatus.completed:
-                raise Conflict("Schedule is completed; it cannot be resumed")
-            if s.status is ScheduleStatus.paused:
-                self._resumed(s)
-                try:
-                    await self._replan(conn, s, now, resuming=True, retimed=False)
-                except InvalidField as exc:
-                    s.next_run_ms = None
-                    s.status = ScheduleStatus.completed
-                    s.last_error = exc.msg
-                s.updated_ms = now
-                await self.store.update_schedule(conn, s)
+        s = await self.db.write(self._resume_tx, tenant_id, schedule_id, self.clock.now_ms())
         self._wake(s.next_run_ms)
+        return s
+
+    def _resume_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
+        s = self.store.get_schedule(c, tenant_id, schedule_id)
+        if s is None:
+            raise NotFound("Schedule")
+        if s.status is ScheduleStatus.completed:
+            raise Conflict("Schedule is completed; it cannot be resumed")
+        if s.status is ScheduleStatus.paused:
+            self._resumed(s)
+            try:
+                self._replan(c, s, now, resuming=True, retimed=False)
+            except InvalidField as exc:
+                s.next_run_ms = None
+                s.status = ScheduleStatus.completed
+                s.last_error = exc.msg
+            s.updated_ms = now
+            self.store.update_schedule(c, s)
         return s
 
     def public_action_config(self, s: Schedule) -> dict[str, Any]:
@@ -438,7 +456,7 @@ class Services:
 
     # ------------------------------------------------------------------ runs
     async def get_run(self, tenant_id: str, run_id: str) -> Run:
-        run = await self.store.get_run(tenant_id, run_id)
+        run = await self.db.read(self.store.get_run, tenant_id, run_id)
         if run is None:
             raise NotFound("Run")
         return run
@@ -452,9 +470,9 @@ class Services:
         limit: int = 20,
         offset: int = 0,
     ) -> tuple[list[Run], int]:
-        return await self.store.list_runs(
-            tenant_id, schedule_id=schedule_id, status=None if status is None else status.value,
-            limit=limit, offset=offset,
+        return await self.db.read(
+            self.store.list_runs, tenant_id, schedule_id=schedule_id,
+            status=None if status is None else status.value, limit=limit, offset=offset,
         )
 
     async def list_schedule_runs(
@@ -522,8 +540,8 @@ class Services:
         engine = self._engine()
         m = engine.metrics
         now = self.clock.now_ms()
-        m.backlog.set(await self.store.due_backlog(now))
-        counts = await self.store.count_schedules_by_status()
+        m.backlog.set(await self.db.read(self.store.due_backlog, now))
+        counts = await self.db.read(self.store.count_schedules_by_status)
         for status in ScheduleStatus:
             m.schedules.labels(status.value).set(counts.get(status.value, 0))
         m.running.set(len(engine.inflight))

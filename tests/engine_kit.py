@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from schedd.actions import Outcome, RunContext
+from schedd.actions import Outcome, Prepared, RunContext
 from schedd.clock import FakeClock
 from schedd.config import Settings
 from schedd.db import Database
@@ -26,6 +26,12 @@ class FakeRunner:
 
     def resolve(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Any:
         return {"attempt": ctx.attempt}
+
+    def prepare(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Prepared:
+        return Prepared(action_type, config, ctx, self.resolve(action_type, config, ctx))
+
+    async def run_prepared(self, p: Prepared) -> Outcome:
+        return await self.run(p.action_type, p.config, p.ctx)
 
     async def run(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Outcome:
         self.calls.append(ctx)
@@ -53,7 +59,7 @@ class Kit:
     async def setup(self) -> None:
         await self.engine.recover(self.clock.now_ms())
         await self.services.create_key("default")
-        tid = await self.store.tenant_id_by_name("default")
+        tid = await self.db.read(self.store.tenant_id_by_name, "default")
         assert tid is not None
         self.tenant = tid
 
@@ -84,7 +90,7 @@ class Kit:
 
     async def step(self) -> bool:
         """Jump the clock to the next instant the engine has work and run one tick there."""
-        nxt = await self.store.next_wake_ms(None, include_due_work=True)
+        nxt = await self.db.read(self.store.next_wake_ms, include_due_work=True)
         if nxt is None:
             return False
         self.clock.set(max(nxt, self.clock.now_ms()))
@@ -95,7 +101,7 @@ class Kit:
 
     async def run_until(self, end_ms: int, max_steps: int = 200_000) -> None:
         for _ in range(max_steps):
-            nxt = await self.store.next_wake_ms(None, include_due_work=True)
+            nxt = await self.db.read(self.store.next_wake_ms, include_due_work=True)
             if nxt is None or nxt > end_ms:
                 self.clock.set(max(self.clock.now_ms(), end_ms))
                 return
@@ -110,10 +116,11 @@ class Kit:
         for k, v in cond.items():
             where.append(f"{k} = ?")
             params.append(v)
-        return await self.store.runs_where(None, " AND ".join(where), params, limit=10**7)
+        return await self.db.read(self.store.runs_where, " AND ".join(where), params,
+                                  limit=10**7)
 
     async def schedule(self, schedule_id: str) -> Schedule:
-        s = await self.store.get_schedule(None, schedule_id)
+        s = await self.db.read(self.store.get_schedule, None, schedule_id)
         assert s is not None
         return s
 

@@ -893,7 +893,7 @@ async def test_webhook_secret_is_write_only(api: Api) -> None:
     assert secret not in listed and "downstream-token" not in listed
 
     async def stored() -> dict[str, Any]:
-        sched = await api.services.store.get_schedule(tenant, sid)
+        sched = await api.services.db.read(api.services.store.get_schedule, tenant, sid)
         assert sched is not None
         return sched.action_config
 

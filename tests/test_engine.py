@@ -143,9 +143,8 @@ async def test_a_broken_schedule_is_marked_and_does_not_stop_the_others(tmp_path
     async with kit(tmp_path, t) as k:
         bad = await k.create(schedule_expression="1m")
         good = await k.create(schedule_expression="1m")
-        async with k.db.write_tx() as conn:
-            await conn.execute("UPDATE schedules SET schedule_expression = 'garbage' WHERE id = ?",
-                               (bad.id,))
+        await k.db.write(lambda c: c.execute(
+            "UPDATE schedules SET schedule_expression = 'garbage' WHERE id = ?", (bad.id,)))
         await k.run_until(t + 5 * MIN)
         assert len(fired(await k.runs(good.id))) == 5
         assert await k.runs(bad.id) == []
@@ -288,7 +287,7 @@ async def test_trigger_runs_now_and_leaves_next_run_at(tmp_path: Path) -> None:
         assert run.trigger_type.value == "manual"
         await k.engine.tick(t)
         await k.settle()
-        done = await k.store.get_run(None, run.id)
+        done = await k.db.read(k.store.get_run, None, run.id)
         assert done is not None and done.status is RunStatus.succeeded
         assert (await k.schedule(s.id)).next_run_ms == t + HOUR
 

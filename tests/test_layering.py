@@ -30,8 +30,8 @@ THIRD_PARTY_FORBIDDEN = {
     "db": {"litestar", "uvicorn", "aiohttp"},
     "engine": {"litestar", "uvicorn"},
     "services": {"litestar", "uvicorn"},
-    "timing": {"litestar", "aiosqlite", "aiohttp"},
-    "policies": {"litestar", "aiosqlite", "aiohttp"},
+    "timing": {"litestar", "sqlite3", "aiohttp"},
+    "policies": {"litestar", "sqlite3", "aiohttp"},
 }
 
 

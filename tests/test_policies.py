@@ -303,7 +303,7 @@ async def test_delete_after_completion_waits_for_the_last_retry(tmp_path: Path) 
         await k.run_until(T0 + MIN)
         assert (await k.schedule(s.id)).status is ScheduleStatus.completed  # retry pending
         await k.run_until(T0 + 5 * MIN)
-        assert await k.store.get_schedule(None, s.id) is None
+        assert await k.db.read(k.store.get_schedule, None, s.id) is None
         assert table(await k.runs(s.id)) == [
             ("09:01:00", 1, "failed", "scheduled", "http_status"),
             ("09:01:00", 2, "succeeded", "retry", None),
@@ -365,7 +365,7 @@ async def test_delete_after_completion_when_the_only_occurrence_was_missed(
                            action_after_completion="DELETE", catchup_window_minutes=0)
         k.clock.set(T0 + 30 * MIN)
         await k.step()
-        assert await k.store.get_schedule(None, s.id) is None
+        assert await k.db.read(k.store.get_schedule, None, s.id) is None
         assert table(await k.runs(s.id)) == [("09:01:00", 1, "skipped", "catchup", "missed")]
 
 
@@ -380,7 +380,7 @@ async def test_a_manual_retry_after_the_chain_ended_does_not_count_twice(
         assert (await k.schedule(s.id)).consecutive_failures == 1
         retry = await k.services.retry_run(k.tenant, first.id)
         await k.step()
-        done = await k.store.get_run(None, retry.id)
+        done = await k.db.read(k.store.get_run, None, retry.id)
         assert done is not None and done.status is RunStatus.failed
         after = await k.schedule(s.id)
         assert after.consecutive_failures == 1 and after.paused_reason is None
