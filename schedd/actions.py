@@ -108,6 +108,7 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -116,6 +117,7 @@ import aiohttp
 import msgspec
 
 from schedd.errors import InvalidField
+from schedd.webhook_http import ConnectError, LeanHttp
 
 __all__ = [
     "ACTION_TYPES",
@@ -185,6 +187,9 @@ _DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _URL_BAD_RE: Final = re.compile(r"[\x00-\x20\x7f]")
+# A url sent as written by the lean client: RFC 3986 characters only (aiohttp would
+# percent-encode anything else, so such urls stay on aiohttp and are sent as before).
+_URL_AS_IS_RE: Final = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _QUEUE_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]+")
 _PLACEHOLDER_RE: Final = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
@@ -270,6 +275,7 @@ def _json_field(config: dict[str, Any], field: str) -> Any:
     return msgspec.json.decode(encoded)
 
 
+@lru_cache(maxsize=4096)
 def _url_problem(url: str) -> str | None:
     """Why `url` cannot be a webhook target, or None. Never echoes the url."""
     if not url:
@@ -644,7 +650,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         os_error = exc.os_error
         reason = getattr(os_error, "strerror", None) or str(os_error) or type(os_error).__name__
-        text = f"cannot connect to {exc.host}:{exc.port}: {reason}"
+        name, text = "ConnectError", f"cannot connect to {exc.host}:{exc.port}: {reason}"
+    elif isinstance(exc, ConnectError):
+        text = exc.strerror or str(exc)
     elif isinstance(exc, aiohttp.ClientResponseError):
         text = f"HTTP {exc.status} {exc.message}"
     else:
@@ -821,6 +829,21 @@ def _minimal_env() -> dict[str, str]:
     return env
 
 
+@lru_cache(maxsize=4096)
+def _plain_http_target(url: str) -> tuple[str, int, str] | None:
+    """(host, port, request target) of a plain-http url the lean client sends as written;
+    None for https and for urls aiohttp would rewrite (non-ASCII, characters to escape)."""
+    if not url.isascii() or _URL_AS_IS_RE.fullmatch(url) is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        return None
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return parts.hostname, parts.port or 80, target
+
+
 def _internal_error(action_type: str, exc: BaseException) -> Outcome:
     # A bug or an unforeseen library error must not kill the engine's task.
     logger.warning("%s action failed unexpectedly: %s", action_type, type(exc).__name__)
@@ -855,14 +878,19 @@ class ActionRunner:
         max_connections: int = 100,
         follow_redirects: bool = False,
         allow_commands: bool = False,
+        lean_http: bool = True,
         now_s: Callable[[], float],
     ) -> None:
+        """lean_http: plain-http webhooks go through schedd.webhook_http (not when
+        redirects are followed); everything else, and all with False, through aiohttp."""
         self._user_agent = user_agent
         self._max_connections = max_connections
         self._follow_redirects = follow_redirects
         self._allow_commands = allow_commands
         self._now_s = now_s
         self._session: aiohttp.ClientSession | None = None
+        self._lean: LeanHttp | None = None
+        self._use_lean = lean_http and not follow_redirects
 
     async def __aenter__(self) -> ActionRunner:
         if self._session is not None:
@@ -874,6 +902,8 @@ class ActionRunner:
             timeout=aiohttp.ClientTimeout(total=None),
             raise_for_status=False,
         )
+        if self._use_lean:
+            self._lean = LeanHttp(max_connections=self._max_connections)
         return self
 
     async def __aexit__(
@@ -883,6 +913,9 @@ class ActionRunner:
         tb: TracebackType | None,
     ) -> None:
         session, self._session = self._session, None
+        lean, self._lean = self._lean, None
+        if lean is not None:
+            await lean.aclose()
         if session is not None:
             await session.close()
 
@@ -976,8 +1009,11 @@ class ActionRunner:
                 error_code="invalid_request",
                 error_message=f"url after substitution {problem}",
             )
-        for name, value in req.headers.items():
-            problem = _header_value_problem(value)
+        for name in config.get("headers") or ():
+            # the config's headers, after substitution; schedd's own are built from ids,
+            # numbers and timestamps and cannot hold a control character
+            value = req.headers.get(name)
+            problem = None if value is None else _header_value_problem(value)
             if problem:
                 return Outcome(
                     ok=False,
@@ -996,17 +1032,25 @@ class ActionRunner:
             headers["webhook-signature"] = sign_webhook(secret, msg_id, timestamp, data or b"")
 
         timeout = float(config.get("timeout_seconds", WEBHOOK_TIMEOUT_DEFAULT))
+        plain = _plain_http_target(req.url) if self._lean is not None else None
         try:
-            async with session.request(
-                req.method,
-                req.url,
-                data=data,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=self._follow_redirects,
-            ) as resp:
-                status = resp.status
-                excerpt = await _read_excerpt(resp)
+            if plain is not None and self._lean is not None:
+                # plain http (the common case on a LAN): the lean keep-alive client, about
+                # a third of aiohttp's CPU per request (bench/http_client.py)
+                host, port, target = plain
+                status, excerpt = await self._lean.request(
+                    req.method, host, port, target, headers, data, timeout, EXCERPT_BYTES)
+            else:
+                async with session.request(
+                    req.method,
+                    req.url,
+                    data=data,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    allow_redirects=self._follow_redirects,
+                ) as resp:
+                    status = resp.status
+                    excerpt = await _read_excerpt(resp)
         except TimeoutError:
             return Outcome(
                 ok=False,

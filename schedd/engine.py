@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +41,7 @@ from schedd.models import (
     ScheduleTally,
     ScheduleType,
     TriggerType,
+    new_id,
 )
 from schedd.store import Store
 
@@ -62,13 +62,9 @@ def timer_for(s: Schedule) -> timing.Timer:
     )
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
 def _new_run(s: Schedule, *, occurrence_ms: int, due_ms: int, now_ms: int,
              trigger: TriggerType, status: RunStatus, manual: bool = False) -> Run:
-    rid = new_id()
+    rid = new_id(now_ms)
     queue = s.action_config.get("queue") if s.action_type is ActionType.worker else None
     return Run(
         id=rid, schedule_id=s.id, tenant_id=s.tenant_id, status=status, trigger_type=trigger,
@@ -567,7 +563,7 @@ class Engine:
     def _retry_of(self, run: Run, backoff_s: int, now: int) -> Run:
         delay = policies.backoff_ms(run.attempt, backoff_s,
                                     self.settings.retry_backoff_cap_seconds, self.rng.random())
-        rid = new_id()
+        rid = new_id(now)
         return Run(
             id=rid, schedule_id=run.schedule_id, tenant_id=run.tenant_id,
             status=RunStatus.pending, trigger_type=TriggerType.retry, manual=run.manual,
@@ -712,7 +708,7 @@ class Engine:
             if s is None:
                 raise Conflict("The schedule of this run was deleted")
             new = Run(
-                id=new_id(), schedule_id=run.schedule_id, tenant_id=run.tenant_id,
+                id=new_id(now), schedule_id=run.schedule_id, tenant_id=run.tenant_id,
                 status=RunStatus.pending, trigger_type=TriggerType.manual, manual=run.manual,
                 scheduled_for_ms=run.scheduled_for_ms, due_ms=now, triggered_ms=now,
                 attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from enum import StrEnum
 from typing import Any
 
 import msgspec
 
+
+def new_id(now_ms: int) -> str:
+    """A new id: a UUIDv7 (RFC 9562) — 48 bits of Unix milliseconds (now_ms, from the
+    injected clock), then 74 random bits.
+    Ids made together sort together, so the rows a claim or a burst of creates writes land
+    on neighbouring pages of the id-keyed indexes (runs by id, by schedule; schedules by
+    id) instead of one random page each: fewer pages per commit. It says when an object was
+    made and nothing else; nothing relies on its order."""
+    value = (now_ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= int.from_bytes(os.urandom(10)) & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10
+    return str(uuid.UUID(int=value))
 
 class ScheduleType(StrEnum):
     cron = "cron"

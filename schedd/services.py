@@ -27,6 +27,7 @@ from schedd.models import (
     Schedule,
     ScheduleStatus,
     ScheduleType,
+    new_id,
 )
 from schedd.store import Store
 
@@ -247,7 +248,7 @@ class Services:
                         "missing")
         config = self._action(f["action_type"], f.get("action_config"))
         s = Schedule(
-            id=str(uuid.uuid4()),
+            id=new_id(now),
             tenant_id=tenant_id,
             name=f["name"],
             description=f.get("description"),

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""CPU per fire of schedd's engine in one process: a quick loop for profiling W2.
+
+    python bench/burst.py [--n 10000] [--action webhook|noop] [--reps 3] [--profile out.prof]
+
+Builds a fresh store with N one-shot schedules due at the same instant T (created through
+Services, as the API would), starts the real Engine and ActionRunner on uvloop pinned to
+cpu1, the bench sink (bench/peers/sink.py) in its own process on cpu0, and measures from T
+until every run is recorded: drain time, fires/s, CPU µs per fire of this process (all its
+threads) and how many engine cycles (transactions) it took. No HTTP API, no subprocess
+daemon: the numbers isolate claim + webhook + record. Compare runs of one invocation
+only; the whole-daemon figures are bench/peers (bench/run_peers.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from schedd.actions import ActionRunner  # noqa: E402
+from schedd.clock import SystemClock  # noqa: E402
+from schedd.config import Settings  # noqa: E402
+from schedd.db import Database  # noqa: E402
+from schedd.engine import Engine  # noqa: E402
+from schedd.services import Services  # noqa: E402
+from schedd.store import Store  # noqa: E402
+from schedd.timing import format_ms  # noqa: E402
+
+PRAGMAS: list[str] = []  # --pragma: experiments on the writer connection
+
+
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def start_sink(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+    ready = Path(tmp) / "sink.port"
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, str(HERE / "peers" / "sink.py"), "--port", "0",
+         "--out", str(Path(tmp) / "sink.jsonl"), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if ready.exists() and ready.read_text().strip():
+            return proc, int(ready.read_text().strip())
+        time.sleep(0.025)
+    proc.kill()
+    raise RuntimeError("the sink did not start")
+
+
+async def one(n: int, action: str, port: int, tmp: str, profile: str | None) -> dict[str, float]:
+    db_path = Path(tmp) / f"burst-{time.monotonic_ns()}.db"
+    settings = Settings(db=str(db_path), log_level="warning")
+    clock = SystemClock()
+    async with Database(db_path) as db, ActionRunner(
+        user_agent="schedd-bench", now_s=time.time,
+        max_connections=settings.max_concurrent_actions,
+    ) as runner:
+        store = Store(db)
+        for pragma in PRAGMAS:
+            await db._worker(db._writer).run(lambda c, p=pragma: c.execute(f"PRAGMA {p}"))
+        services = Services(store, clock, settings)
+        engine = Engine(store, clock, settings, runner)
+        services.attach_engine(engine)
+        _, key = await services.create_key("default")
+        tenant = await services.authenticate(key)
+        due_ms = clock.now_ms() + 2000 + n // 5  # creating takes ~0.2 ms each
+        config = ({"url": f"http://127.0.0.1:{port}/hook",
+                   "body": {"job": "{{schedule.name}}", "due": "{{run.scheduled_for}}"}}
+                  if action == "webhook" else {})
+        for i in range(n):
+            await services.create_schedule(tenant, {
+                "name": f"b{i}", "schedule_type": "once", "schedule_expression": format_ms(due_ms),
+                "action_type": action, "action_config": config, "overlap_policy": "ALLOW",
+                "max_retries": 0,
+            })
+        await engine.start()
+        await asyncio.sleep(max(0.0, due_ms / 1000 - time.time() - 0.05))
+        ticks0, cpu0 = engine.ticks, cpu_s()
+        prof = cProfile.Profile() if profile else None
+        if prof:
+            prof.enable()
+        while True:
+            done = await db.read(lambda c: c.execute(
+                "SELECT count(*) FROM runs WHERE status IN ('succeeded', 'failed')").fetchone()[0])
+            if done >= n:
+                break
+            await asyncio.sleep(0.005)
+        if prof:
+            prof.disable()
+            prof.dump_stats(profile)
+        t1, cpu1, ticks1 = time.time(), cpu_s(), engine.ticks
+        failed = await db.read(lambda c: c.execute(
+            "SELECT count(*) FROM runs WHERE status != 'succeeded'").fetchone()[0])
+        await engine.stop(5)
+    drain = t1 - due_ms / 1000
+    return {"drain_s": drain, "fires_per_s": n / drain, "cpu_us_per_fire": (cpu1 - cpu0) / n * 1e6,
+            "cycles": ticks1 - ticks0, "not_succeeded": failed}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--action", choices=("webhook", "noop"), default="webhook")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--profile", default=None, help="cProfile the drain of the last rep")
+    ap.add_argument("--pragma", action="append", default=[],
+                    help="e.g. wal_autocheckpoint=10000 (an experiment; repeatable)")
+    a = ap.parse_args()
+    PRAGMAS.extend(a.pragma)
+    os.sched_setaffinity(0, {1})
+    with tempfile.TemporaryDirectory() as tmp:
+        sink, port = start_sink(tmp)
+        try:
+            print(f"{'rep':>3} {'drain s':>8} {'fires/s':>8} {'CPU µs/fire':>12} {'cycles':>7}"
+                  f" {'failed':>6}")
+            for rep in range(a.reps):
+                prof = a.profile if rep == a.reps - 1 else None
+                r = uvloop.run(one(a.n, a.action, port, tmp, prof))
+                print(f"{rep:>3} {r['drain_s']:>8.3f} {r['fires_per_s']:>8.0f}"
+                      f" {r['cpu_us_per_fire']:>12.1f} {r['cycles']:>7.0f}"
+                      f" {r['not_succeeded']:>6.0f}", flush=True)
+        finally:
+            sink.terminate()
+            sink.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
