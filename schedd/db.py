@@ -16,6 +16,7 @@ the unit: it commits or rolls back as a whole, as it would had the caller waited
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import threading
@@ -79,12 +80,16 @@ class _Worker:
             if item is _STOP:
                 return
             loop, fut, fn = item
+            reply: Callable[[asyncio.Future[Any], Any], None]
             try:
                 result = fn()
             except BaseException as exc:  # handed to the awaiting task, never lost here
-                loop.call_soon_threadsafe(_set_exception, fut, exc)
+                reply, value = _set_exception, exc
             else:
-                loop.call_soon_threadsafe(_set_result, fut, result)
+                reply, value = _set_result, result
+            # the caller's loop may be closed by now (a teardown): the thread goes on
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(reply, fut, value)
 
     async def call(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -113,7 +118,9 @@ def _in_tx(conn: Conn, fn: Callable[[], T]) -> T:
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            # keep the first error; a failed ROLLBACK means SQLite ended the tx itself
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
     return result
 

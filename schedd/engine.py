@@ -84,9 +84,13 @@ def missed_run(s: Schedule, first: int, last: int, count: int, now: int, why: st
     run.result = {"missed_count": count, "first": timing.format_ms(first),
                   "last": timing.format_ms(last)}
     s.missed_count += count
-    log.warning("schedule %s missed %d occurrence(s) from %s to %s", s.id, count,
-                timing.format_ms(first), timing.format_ms(last))
     return run
+
+
+def missed_note(s: Schedule, first: int, last: int, count: int) -> tuple[str, tuple[Any, ...]]:
+    """The warning logged (after the commit) for a missed_run record."""
+    return ("schedule %s missed %d occurrence(s) from %s to %s",
+            (s.id, count, timing.format_ms(first), timing.format_ms(last)))
 
 
 def context_for(run: Run, s: Schedule) -> RunContext:
@@ -112,9 +116,16 @@ class _Effects:
     more: bool = False
     wake_ms: int | None = None
     next_wake_ms: int | None = None
+    # said only once the transaction committed (a rolled-back cycle is tried again)
+    ended: list[Run] = field(default_factory=list)  # runs that finished: a log line, counted
+    webhook_times: list[tuple[bool, float]] = field(default_factory=list)
+    notes: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
 
     def wake_at(self, ms: int) -> None:
         self.wake_ms = ms if self.wake_ms is None else min(self.wake_ms, ms)
+
+    def note(self, level: int, msg: str, *args: Any) -> None:
+        self.notes.append((level, msg, args))
 
 
 class Engine:
@@ -132,6 +143,8 @@ class Engine:
         self._cancelled: set[str] = set()
         self._done: list[tuple[Run, Outcome, int]] = []
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no cycle is in progress
+        self._idle.set()
         self._queue_event = asyncio.Event()
         self._planned_ms: int | None = None
         self._stopping = False
@@ -161,6 +174,7 @@ class Engine:
         recorded as they end); record the rest as interrupted (they are retried at the
         next start); then stop the loop."""
         self.stop_claiming()
+        await self._idle.wait()  # a cycle in progress may still start what it claimed
         tasks = list(self.inflight.values())
         if tasks:
             log.info("waiting up to %.0f s for %d running action(s)", grace_s, len(tasks))
@@ -233,14 +247,41 @@ class Engine:
         if not self._stopping:
             limit = min(self.capacity - len(self.inflight), self.settings.claim_batch_size)
         done, self._done = self._done, []
+        self._idle.clear()
         try:
-            fx = await self.db.write(self._cycle_tx, now, limit, done, len(self.inflight),
-                                     plan_wake)
-        except BaseException:
-            self._done[:0] = done  # not recorded: try again next cycle
-            raise
-        self._apply(fx)
+            unit = asyncio.ensure_future(self.db.write(
+                self._cycle_tx, now, limit, done, len(self.inflight), plan_wake))
+            try:
+                # the transaction commits whether or not this task is cancelled meanwhile:
+                # what it claimed is then still started (and stop() ends it)
+                fx = await asyncio.shield(unit)
+            except asyncio.CancelledError:
+                unit.add_done_callback(self._apply_late)
+                raise
+            except Exception:
+                if done:
+                    await self._record_alone(done)
+                raise
+        finally:
+            self._idle.set()
+        self._apply(fx, woken=not plan_wake)
         return fx
+
+    async def _record_alone(self, done: list[tuple[Run, Outcome, int]]) -> None:
+        """The cycle failed: record its outcomes in a transaction of their own, so a claim
+        that keeps failing never holds up recording. If that fails too, the runs stay
+        `running`; the next start fails them as interrupted and retries them."""
+        fx = _Effects()
+        try:
+            await self.db.write(self._record_tx, done, fx)
+        except Exception:
+            log.exception("could not record %d run outcome(s)", len(done))
+            return
+        self._apply(fx)
+
+    def _apply_late(self, unit: asyncio.Future[_Effects]) -> None:
+        if not unit.cancelled() and unit.exception() is None:
+            self._apply(unit.result())
 
     def _cycle_tx(self, c: Conn, now: int, limit: int, done: list[tuple[Run, Outcome, int]],
                   inflight: int, plan_wake: bool) -> _Effects:
@@ -259,15 +300,27 @@ class Engine:
             fx.next_wake_ms = self.store.next_wake_ms(c, include_due_work=not full)
         return fx
 
-    def _apply(self, fx: _Effects) -> None:
-        """After a commit, on the loop: cancel, start, notify, wake."""
+    def _apply(self, fx: _Effects, *, woken: bool = True) -> None:
+        """After a commit, on the loop: say what happened, cancel, start, notify, wake
+        (not when the loop's own cycle already planned its wake-up: woken=False)."""
+        for level, msg, args in fx.notes:
+            log.log(level, msg, *args)
+        for r in fx.ended:
+            self._log_run(r)
+            self.metrics.runs.labels(r.status.value, r.action_type.value).inc()
+            if r.error_code == "missed" and isinstance(r.result, dict):
+                self.metrics.missed.inc(r.result.get("missed_count", 0))
+        for ok, seconds in fx.webhook_times:
+            self.metrics.webhook.labels("ok" if ok else "failed").observe(seconds)
+        cancelled = set(fx.cancel_tasks)
         for run_id in fx.cancel_tasks:
             self._cancel_task(run_id)
         for run, s, prepared in fx.start:
-            self._dispatch(run, s, prepared)
+            if run.id not in cancelled:  # CANCEL_OTHER in the same cycle ended it
+                self._dispatch(run, s, prepared)
         if fx.queued:
             self._notify_queues()
-        if fx.wake_ms is not None:
+        if fx.wake_ms is not None and woken:
             self.wake(fx.wake_ms)
 
     def _start_pending_tx(self, c: Conn, now: int, limit: int, fx: _Effects) -> None:
@@ -314,7 +367,8 @@ class Engine:
                     fx.more = True
             except Exception as exc:
                 # One broken schedule never stops the loop: mark it, push it forward.
-                log.error("schedule %s cannot be planned: %s: %s", s.id, type(exc).__name__, exc)
+                fx.note(logging.ERROR, "schedule %s cannot be planned: %s: %s", s.id,
+                        type(exc).__name__, exc)
                 new_runs[:] = [r for r in new_runs if r.schedule_id != s.id]
                 s.last_error = f"cannot plan the next run: {exc}"[:500]
                 s.next_run_ms = now + 3_600_000
@@ -335,7 +389,15 @@ class Engine:
             self._cancel_active_tx(c, fx.cancel_schedules, now, "replaced by a newer occurrence",
                                    fx)
             fx.cancel_schedules = []
-        self.store.insert_runs(c, new_runs)
+        skipped = self.store.insert_claimed_runs(c, new_runs)
+        if skipped:
+            # an occurrence claimed before (a schedule re-planned onto an instant it had
+            # already fired, in the same millisecond or after the clock stepped back):
+            # it has its run; this one is not inserted and not started
+            fx.note(logging.WARNING, "%d occurrence(s) were already claimed; not again",
+                    len(skipped))
+            new_runs = [r for r in new_runs if r.id not in skipped]
+            fx.start = [st for st in fx.start if st[0].id not in skipped]
         self.store.advance_schedules(c, due)
         done = [s.id for s in due if s.status is ScheduleStatus.completed
                 and s.action_after_completion is AfterCompletion.DELETE]
@@ -344,13 +406,8 @@ class Engine:
             for sid in done:
                 if not active.get(sid):
                     self.store.delete_schedule(c, sid)
-                    log.info("schedule %s completed and was deleted", sid)
-        for r in new_runs:
-            if r.status in FINISHED:
-                self._log_run(r)
-                self.metrics.runs.labels(r.status.value, r.action_type.value).inc()
-                if r.error_code == "missed" and isinstance(r.result, dict):
-                    self.metrics.missed.inc(r.result.get("missed_count", 0))
+                    fx.note(logging.INFO, "schedule %s completed and was deleted", sid)
+        fx.ended.extend(r for r in new_runs if r.status in FINISHED)
 
     def _plan(self, s: Schedule, now: int, active: tuple[int, int], out: list[Run],
               fx: _Effects, planned: list[int]) -> None:
@@ -370,14 +427,15 @@ class Engine:
                 count, last = count + n, chunk_last
                 cursor = timer.next_after(chunk_last)
             if count and last is not None:
-                out.append(self._missed(s, first, last, count, now))
+                out.append(self._missed(s, first, last, count, now, fx))
             o = timer.next_after(max(cutoff - 1, last if last is not None else cutoff - 1))
         occurrences: list[int] = []
         while o is not None and o <= now and len(occurrences) < PER_SCHEDULE_CAP:
             occurrences.append(o)
             o = timer.next_after(o)
         if s.catchup_policy is CatchupPolicy.LATEST and len(occurrences) > 1:
-            out.append(self._missed(s, occurrences[0], occurrences[-2], len(occurrences) - 1, now))
+            out.append(self._missed(s, occurrences[0], occurrences[-2], len(occurrences) - 1, now,
+                                    fx))
             occurrences = occurrences[-1:]
         n_active, n_waiting = active
         mine: list[Run] = []  # this tick's runs of this schedule
@@ -430,7 +488,10 @@ class Engine:
         """What the run will send, resolved once for its record and its start."""
         return self.runner.prepare(run.action_type.value, s.action_config, context_for(run, s))
 
-    def _missed(self, s: Schedule, first: int, last: int, count: int, now: int) -> Run:
+    def _missed(self, s: Schedule, first: int, last: int, count: int, now: int,
+                fx: _Effects) -> Run:
+        msg, args = missed_note(s, first, last, count)
+        fx.note(logging.WARNING, msg, *args)
         return missed_run(s, first, last, count, now,
                           f"{count} occurrence(s) older than the catch-up window")
 
@@ -519,11 +580,8 @@ class Engine:
                 retries.append(retry)
                 chain_ended = False
             finished.append(run)
-            self._log_run(run)
-            self.metrics.runs.labels(run.status.value, run.action_type.value).inc()
             if run.action_type is ActionType.webhook and run.started_ms is not None:
-                self.metrics.webhook.labels("ok" if outcome.ok else "failed").observe(
-                    max(0, at - run.started_ms) / 1000.0)
+                fx.webhook_times.append((outcome.ok, max(0, at - run.started_ms) / 1000.0))
             if t is None:
                 continue
             touched[t.id] = t
@@ -542,10 +600,11 @@ class Engine:
                             and t.status is ScheduleStatus.active):
                         t.status = ScheduleStatus.paused
                         t.paused_reason = PAUSED_FAILURES
-                        log.warning("schedule %s paused after %d failed occurrences", t.id,
-                                    t.consecutive_failures)
+                        fx.note(logging.WARNING, "schedule %s paused after %d failed occurrences",
+                                t.id, t.consecutive_failures)
         now = max(at for _, _, at in items)
         self.store.update_runs(c, finished, _FINISH_COLS, guard_active=True)
+        fx.ended.extend(finished)
         self.store.insert_runs(c, retries)
         self.store.tally_schedules(c, touched.values(), now)
         for t in touched.values():
@@ -556,7 +615,7 @@ class Engine:
                     and t.action_after_completion is AfterCompletion.DELETE
                     and not self.store.active_counts(c, [t.id]).get(t.id)):
                 self.store.delete_schedule(c, t.id)
-                log.info("schedule %s completed and was deleted", t.id)
+                fx.note(logging.INFO, "schedule %s completed and was deleted", t.id)
         if retries:
             fx.wake_at(min(r.due_ms for r in retries))
 
@@ -603,8 +662,8 @@ class Engine:
         stale = self.store.runs_where(c, "status = 'running' AND lease_until_ms IS NULL", (),
                                       limit=10**9)
         if stale:
-            log.warning("%d run(s) were running when schedd last stopped; marking them "
-                        "interrupted", len(stale))
+            fx.note(logging.WARNING, "%d run(s) were running when schedd last stopped; marking "
+                    "them interrupted", len(stale))
             self._record_tx(c, [
                 (r, Outcome(ok=False, error_code="interrupted",
                             error_message="schedd stopped while the action was running"), now)
@@ -654,7 +713,7 @@ class Engine:
                 raise Conflict(f"Run is already {run.status.value}")
             self._mark_cancelled(run, now, reason or "cancelled by request")
             self.store.update_runs(c, [run], _CANCEL_COLS)
-            self._log_run(run)
+            fx.ended.append(run)
             self._after_chain_change_tx(c, run, now, fx)
             return run
 
@@ -679,8 +738,8 @@ class Engine:
             active = self.store.active_runs_of(c, sid)
             for r in active:
                 self._mark_cancelled(r, now, reason)
-                self._log_run(r)
             self.store.update_runs(c, active, _CANCEL_COLS)
+            fx.ended.extend(active)
             fx.cancel_tasks.extend(r.id for r in active)
 
     def _after_chain_change_tx(self, c: Conn, run: Run, now: int, fx: _Effects) -> None:
@@ -746,13 +805,13 @@ class Engine:
                 run.lease_until_ms = now + int(lease_s * 1000)
                 run.last_heartbeat_ms = now
                 self.store.update_runs(c, [run], _LEASE_COLS)
-                self._log_run(run)
             return run
 
         while True:
             event = self._queue_event
             run = await self.db.write(tx, self.clock.now_ms())
             if run is not None:
+                self._log_run(run)
                 self.wake(run.lease_until_ms)
                 return run
             remaining = deadline - loop.time()

@@ -7,6 +7,7 @@ write through the store in one transaction per use case.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from schedd import actions, auth, timing
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.db import Conn
-from schedd.engine import Engine, missed_run
+from schedd.engine import Engine, missed_note, missed_run
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
 from schedd.models import (
     ActionType,
@@ -30,6 +31,8 @@ from schedd.models import (
     new_id,
 )
 from schedd.store import Store
+
+log = logging.getLogger("schedd.services")
 
 DEFAULT_TENANT = "default"
 KEY_TOUCH_INTERVAL_MS = 60_000
@@ -382,6 +385,8 @@ class Services:
             elif resuming and first < now:
                 self.store.insert_runs(c, [missed_run(
                     s, first, first, 1, now, "its time passed while the schedule was paused")])
+                msg, args = missed_note(s, first, first, 1)
+                log.warning(msg, *args)
                 if self.engine is not None:
                     self.engine.metrics.missed.inc()
                 first = None

@@ -8,6 +8,7 @@ argument, so callers compose them into one unit of work run on the database's th
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ _S_INSERT = (
     f"INSERT INTO schedules ({_S_SELECT}) VALUES ({', '.join('?' * len(SCHEDULE_COLS))})"
 )
 _R_INSERT = f"INSERT INTO runs ({_R_SELECT}) VALUES ({', '.join('?' * len(RUN_COLS))})"
+_R_INSERT_OR_IGNORE = _R_INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 _S_UPDATE_COLS = tuple(c for c in SCHEDULE_COLS if c not in ("id", "tenant_id", "created_ms"))
 _S_UPDATE = f"UPDATE schedules SET {', '.join(f'{c} = ?' for c in _S_UPDATE_COLS)} WHERE id = ?"
 # What a claim changes of a schedule. Naming only these keeps the schedule's other indexes
@@ -257,6 +259,27 @@ class Store:
             c.execute(_R_INSERT, _values(runs[0], RUN_COLS))
         elif runs:
             c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
+
+    def insert_claimed_runs(self, c: Conn, runs: Sequence[Run]) -> set[str]:
+        """Insert a claim's runs; an occurrence that already has its run (the unique
+        occurrence index) is skipped, not raised, so one such row cannot fail the whole
+        claim. Returns the ids of the runs skipped."""
+        if not runs:
+            return set()
+        c.execute("SAVEPOINT claim")
+        try:
+            c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
+        except sqlite3.IntegrityError:
+            c.execute("ROLLBACK TO claim")
+        else:
+            c.execute("RELEASE claim")
+            return set()
+        c.execute("RELEASE claim")
+        skipped: set[str] = set()
+        for r in runs:
+            if c.execute(_R_INSERT_OR_IGNORE, _values(r, RUN_COLS)).rowcount != 1:
+                skipped.add(r.id)
+        return skipped
 
     def update_runs(self, c: Conn, runs: Sequence[Run], cols: Sequence[str], *,
                     guard_active: bool = False) -> None:

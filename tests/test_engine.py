@@ -406,3 +406,83 @@ async def test_one_log_line_per_transition_and_never_a_secret(
             text = "\n".join(fmt.format(r) for r in caplog.records)
             for secret in ("SECRET-IN-URL", "c2VjcmV0", "SECRET-HEADER", "SECRET-BODY"):
                 assert secret not in text
+
+
+# ---------------------------------------------------------------------- cycles and their failures
+async def test_stop_during_a_claim_in_progress_ends_what_that_claim_started(
+        tmp_path: Path) -> None:
+    # stop() is called while a cycle's transaction is on the writer thread: the runs that
+    # cycle claims are started after stop() was called, and must still be ended by it.
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        s = await k.create(schedule_expression="1h", headers={"x-hang": "1"})
+        k.clock.set(t + HOUR)
+        tick = asyncio.create_task(k.engine.tick(t + HOUR))
+        await asyncio.sleep(0)  # the tick's transaction is queued on the writer
+        await k.engine.stop(grace_s=0.05)
+        await tick
+        assert not k.engine.inflight
+        chain = sorted(await k.runs(s.id), key=lambda r: r.attempt)
+        assert [(r.status.value, r.error_code) for r in chain] == [
+            ("failed", "interrupted"), ("pending", None)]
+
+
+async def test_a_failing_cycle_still_records_outcomes_once(tmp_path: Path) -> None:
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        s = await k.create(schedule_expression="1h")
+        k.clock.set(t + HOUR)
+        await k.engine.tick(t + HOUR)
+        await until(lambda: not k.engine.inflight and bool(k.engine._done))
+        real = k.store.due_schedules
+
+        def broken(*args: object, **kwargs: object) -> object:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        k.store.due_schedules = broken  # type: ignore[method-assign]
+        with pytest.raises(sqlite3.OperationalError):
+            await k.engine.tick(t + HOUR + 1)
+        [run] = await k.runs(s.id)
+        assert run.status is RunStatus.succeeded  # recorded alone, in its own transaction
+        assert not k.engine._done
+        k.store.due_schedules = real  # type: ignore[method-assign]
+        await k.engine.tick(t + HOUR + 2)
+        assert [r.status for r in await k.runs(s.id)] == [RunStatus.succeeded]
+        assert k.engine.metrics.runs.labels("succeeded", "webhook")._value.get() == 1
+
+
+async def test_an_occurrence_claimed_before_is_skipped_not_fatal(tmp_path: Path) -> None:
+    # A schedule whose next_run_at points at an occurrence that already has its run (a PUT
+    # re-planned it in the same millisecond, or the clock stepped back): the unique index
+    # refuses the second run. The claim skips it; the other schedules still fire.
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        a = await k.create(schedule_expression="1h")
+        b = await k.create(schedule_expression="1h")
+        await k.run_until(t + HOUR)
+        assert len(fired(await k.runs(a.id))) == 1
+        await k.db.write(lambda c: c.execute(
+            "UPDATE schedules SET next_run_ms = ? WHERE id = ?", (t + HOUR, a.id)))
+        await k.run_until(t + 2 * HOUR)
+        assert fired(await k.runs(a.id)) == [format_ms(t + HOUR), format_ms(t + 2 * HOUR)]
+        assert fired(await k.runs(b.id)) == [format_ms(t + HOUR), format_ms(t + 2 * HOUR)]
+        assert Counter(r.scheduled_for_ms for r in await k.runs(a.id))[t + HOUR] == 1
+        assert len(k.runner.calls) == 4
+
+
+async def test_cancel_other_in_the_same_cycle_does_not_start_the_run_it_cancels(
+        tmp_path: Path) -> None:
+    # A manual trigger is due in the same cycle as the schedule's next occurrence under
+    # CANCEL_OTHER: the cycle starts the trigger's run, then the occurrence cancels it. The
+    # cancelled run's action must not be performed.
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        s = await k.create(schedule_expression="1h", overlap_policy="CANCEL_OTHER")
+        k.clock.set(t + HOUR)
+        manual = await k.services.trigger_schedule(k.tenant, s.id)
+        await k.engine.tick(t + HOUR)
+        await k.settle()
+        runs = {r.id: r for r in await k.runs(s.id)}
+        assert runs[manual.id].status is RunStatus.cancelled
+        assert [c.run_id for c in k.runner.calls] == [
+            r.id for r in runs.values() if r.id != manual.id]
