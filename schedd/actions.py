@@ -303,6 +303,7 @@ def _is_reserved_header(name: str) -> bool:
     return lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_HEADER_PREFIX)
 
 
+@lru_cache(maxsize=4096)
 def _is_sensitive(name: str) -> bool:
     lowered = name.lower()
     return lowered in _SENSITIVE_NAMES or any(part in lowered for part in _SENSITIVE_PARTS)

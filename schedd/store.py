@@ -9,7 +9,9 @@ argument, so callers compose them into one unit of work run on the database's th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import msgspec
@@ -53,14 +55,6 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
 
-def _to_db(col: str, value: Any) -> Any:
-    if col in _JSON_COLS:
-        return None if value is None else _enc.encode(value).decode()
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
 def _from_row(cls: type[T], cols: Sequence[str], row: Sequence[Any]) -> T:
     data = {
         c: (_dec.decode(v) if c in _JSON_COLS and v is not None else v)
@@ -69,8 +63,22 @@ def _from_row(cls: type[T], cols: Sequence[str], row: Sequence[Any]) -> T:
     return msgspec.convert(data, cls, strict=False)
 
 
+@lru_cache(maxsize=64)
+def _getter(cols: tuple[str, ...]) -> tuple[Callable[[Any], Any], tuple[int, ...]]:
+    """For a column list: one attrgetter of them all, and where the JSON columns are."""
+    return attrgetter(*cols), tuple(i for i, c in enumerate(cols) if c in _JSON_COLS)
+
+
 def _values(obj: msgspec.Struct, cols: Iterable[str]) -> list[Any]:
-    return [_to_db(c, getattr(obj, c)) for c in cols]
+    """The bound parameters of `cols` of obj: JSON columns encoded, the rest as they are
+    (sqlite3 binds bools and str enums as integers and text)."""
+    key = cols if isinstance(cols, tuple) else tuple(cols)
+    get, json_at = _getter(key)
+    values = list(get(obj)) if len(key) > 1 else [get(obj)]
+    for i in json_at:
+        if values[i] is not None:
+            values[i] = _enc.encode(values[i]).decode()
+    return values
 
 
 def schedule_from_row(row: Sequence[Any]) -> Schedule:

@@ -93,3 +93,20 @@ def test_serve_with_a_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "port" in lines[0]
+
+
+def test_text_log_lines_keep_the_standard_layout_across_seconds() -> None:
+    # TextFormatter formats the date once per second; every line must still read exactly
+    # as logging's "%(asctime)s %(levelname)s %(name)s: %(message)s" would, plus extras.
+    import logging
+
+    from schedd.logs import TextFormatter
+
+    fast = TextFormatter()
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for created in (1795338000.0, 1795338000.999, 1795338001.004, 1795338001.5, 1795338061.25):
+        record = logging.LogRecord("schedd.engine", logging.INFO, "", 0, "run %s",
+                                   ("succeeded",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        record.run_id = "r-1"
+        assert fast.format(record) == plain.format(record) + " run_id=r-1"
