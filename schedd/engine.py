@@ -1,11 +1,15 @@
 """The scheduler loop.
 
-`tick(now)` is one step: in ONE write transaction it fails worker leases that ran out,
-starts due pending runs (retries, deferred, triggered), and claims every due occurrence
-of the due schedules: each occurrence's run row is inserted and the schedule's
-next_run_at advanced together (UNIQUE(schedule, occurrence, attempt) forbids a double).
-Actions run after the commit, outside any transaction, bounded by max_concurrent_actions;
-their outcomes are queued to a recorder that writes them in batches.
+One cycle is ONE write transaction run on the database's writer thread (`_cycle_tx`): it
+records the outcomes that came in since the last cycle (retries chained, counters, pauses),
+fails worker leases that ran out, starts due pending runs (retries, deferred, triggered),
+claims every due occurrence of the due schedules (each occurrence's run row inserted and
+the schedule's next_run_at advanced together; UNIQUE(schedule, occurrence, attempt)
+forbids a double), and plans the next wake-up. Nothing in it touches asyncio: what the
+loop must do after the commit (start actions, cancel tasks, wake, log, count) comes back
+as `_Effects`. Actions run after the commit, outside any transaction, bounded by
+max_concurrent_actions; an outcome wakes the loop, and a busy engine records a whole
+batch in its next cycle.
 
 The loop sleeps until the next due instant or a wake() from a change, capped by
 sleep_cap_seconds so a clock jump or a suspended host is noticed; it never polls on a tick.

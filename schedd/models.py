@@ -124,7 +124,7 @@ class Schedule(msgspec.Struct, kw_only=True):
 
 
 class ScheduleTally(msgspec.Struct, kw_only=True):
-    """What recording a run's outcome reads of its schedule (a narrow read in the recorder's
+    """What recording a run's outcome reads of its schedule (a narrow read in the cycle's
     transaction) and writes back: counters and, when it pauses, the reason."""
 
     id: str

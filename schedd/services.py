@@ -416,12 +416,16 @@ class Services:
     async def pause_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
         return await self.db.write(self._pause_tx, tenant_id, schedule_id, self.clock.now_ms())
 
-    def _pause_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
+    def _not_completed(self, c: Conn, tenant_id: str, schedule_id: str, verb: str) -> Schedule:
         s = self.store.get_schedule(c, tenant_id, schedule_id)
         if s is None:
             raise NotFound("Schedule")
         if s.status is ScheduleStatus.completed:
-            raise Conflict("Schedule is completed; it cannot be paused")
+            raise Conflict(f"Schedule is completed; it cannot be {verb}")
+        return s
+
+    def _pause_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
+        s = self._not_completed(c, tenant_id, schedule_id, "paused")
         if s.status is ScheduleStatus.active:
             s.status = ScheduleStatus.paused
             s.paused_reason = PAUSED_MANUAL
@@ -435,11 +439,7 @@ class Services:
         return s
 
     def _resume_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
-        s = self.store.get_schedule(c, tenant_id, schedule_id)
-        if s is None:
-            raise NotFound("Schedule")
-        if s.status is ScheduleStatus.completed:
-            raise Conflict("Schedule is completed; it cannot be resumed")
+        s = self._not_completed(c, tenant_id, schedule_id, "resumed")
         if s.status is ScheduleStatus.paused:
             self._resumed(s)
             try:
