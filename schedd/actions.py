@@ -109,6 +109,7 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import attrgetter
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -559,18 +560,22 @@ def merge_redacted(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- placeholders
 
 
+_SIMPLE_PLACEHOLDERS: Final[dict[str, Callable[[RunContext], str]]] = {
+    "run.id": attrgetter("run_id"),
+    "run.scheduled_for": attrgetter("scheduled_for"),
+    "run.attempt": lambda ctx: str(ctx.attempt),
+    "run.trigger_type": attrgetter("trigger_type"),
+    "run.triggered_at": attrgetter("triggered_at"),
+    "schedule.id": attrgetter("schedule_id"),
+    "schedule.name": attrgetter("schedule_name"),
+}
+_CACHED_TEMPLATE_CHARS: Final = 1024  # longer texts are split on every use, not kept
+
+
 def _placeholder_value(name: str, ctx: RunContext) -> str | None:
-    simple = {
-        "run.id": ctx.run_id,
-        "run.scheduled_for": ctx.scheduled_for,
-        "run.attempt": str(ctx.attempt),
-        "run.trigger_type": ctx.trigger_type,
-        "run.triggered_at": ctx.triggered_at,
-        "schedule.id": ctx.schedule_id,
-        "schedule.name": ctx.schedule_name,
-    }
-    if name in simple:
-        return simple[name]
+    simple = _SIMPLE_PLACEHOLDERS.get(name)
+    if simple is not None:
+        return simple(ctx)
     if name.startswith("record.") and ctx.record is not None:
         field = name[len("record.") :]
         if field in ctx.record:
@@ -584,15 +589,37 @@ def _placeholder_value(name: str, ctx: RunContext) -> str | None:
     return None
 
 
+def _split_template(text: str) -> tuple[Any, ...]:
+    """`text` as literal, (name, as written), literal, ...: the matches of one pass of the
+    placeholder pattern, as re.sub would find them."""
+    parts: list[Any] = []
+    at = 0
+    for m in _PLACEHOLDER_RE.finditer(text):
+        parts.append(text[at:m.start()])
+        parts.append((m.group(1), m.group(0)))
+        at = m.end()
+    parts.append(text[at:])
+    return tuple(parts)
+
+
+_split_cached = lru_cache(maxsize=512)(_split_template)
+
+
 def _substitute_text(text: str, ctx: RunContext) -> str:
     if "{{" not in text:
         return text
-
-    def replace(match: re.Match[str]) -> str:
-        value = _placeholder_value(match.group(1), ctx)
-        return match.group(0) if value is None else value
-
-    return _PLACEHOLDER_RE.sub(replace, text)
+    # a schedule's templates are the same on every run, and many schedules share one
+    parts = (_split_cached(text) if len(text) <= _CACHED_TEMPLATE_CHARS
+             else _split_template(text))
+    if len(parts) == 1:
+        return text
+    out = [parts[0]]
+    for i in range(1, len(parts), 2):
+        name, raw = parts[i]
+        value = _placeholder_value(name, ctx)
+        out.append(raw if value is None else value)
+        out.append(parts[i + 1])
+    return "".join(out)
 
 
 def substitute(value: Any, ctx: RunContext) -> Any:

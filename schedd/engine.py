@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedd import policies, timing
+from schedd import logs, policies, timing
 from schedd.actions import ActionRunner, Outcome, Prepared, RunContext
 from schedd.clock import Clock
 from schedd.config import Settings
@@ -311,11 +311,11 @@ class Engine:
             log.log(level, msg, *args)
         for r in fx.ended:
             self._log_run(r)
-            self.metrics.runs.labels(r.status.value, r.action_type.value).inc()
+            self.metrics.run_ended(r.status.value, r.action_type.value)
             if r.error_code == "missed" and isinstance(r.result, dict):
                 self.metrics.missed.inc(r.result.get("missed_count", 0))
         for ok, seconds in fx.webhook_times:
-            self.metrics.webhook.labels("ok" if ok else "failed").observe(seconds)
+            self.metrics.webhook_done(ok, seconds)
         cancelled = set(fx.cancel_tasks)
         for run_id in fx.cancel_tasks:
             self._cancel_task(run_id)
@@ -638,20 +638,16 @@ class Engine:
     def _log_run(self, run: Run) -> None:
         """One line per run transition: ids, status, lateness, duration; never a payload,
         a header or a secret."""
-        if not log.isEnabledFor(logging.INFO):
-            return
         started = run.started_ms
-        log.info(
-            "run %s", run.status.value,
-            extra={
-                "schedule_id": run.schedule_id, "run_id": run.id, "attempt": run.attempt,
-                "trigger": run.trigger_type.value, "status": run.status.value,
-                "error_code": run.error_code,
-                "lateness_ms": None if started is None else started - run.due_ms,
-                "duration_ms": None if started is None or run.completed_ms is None
-                else run.completed_ms - started,
-            },
-        )
+        status = run.status.value
+        logs.record(log, logging.INFO, "run %s", (status,), {
+            "schedule_id": run.schedule_id, "run_id": run.id, "attempt": run.attempt,
+            "trigger": run.trigger_type.value, "status": status,
+            "error_code": run.error_code,
+            "lateness_ms": None if started is None else started - run.due_ms,
+            "duration_ms": None if started is None or run.completed_ms is None
+            else run.completed_ms - started,
+        })
 
     # ------------------------------------------------------------------ crash recovery
     async def recover(self, now: int) -> int:

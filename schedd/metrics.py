@@ -3,6 +3,8 @@ than a third of the API's throughput). One registry per daemon, not the global o
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -41,6 +43,21 @@ class Metrics:
                              registry=r)
         self.loop_wake = Gauge("schedd_loop_last_wake_seconds_ago",
                                "Seconds since the scheduler loop last woke", registry=r)
+
+        # labelled children, looked up once: labels() takes a lock and builds a key on every
+        # call, and these two are counted for every run
+        self._runs_by: dict[tuple[str, str], Any] = {}
+        self._webhook_ok = self.webhook.labels("ok")
+        self._webhook_failed = self.webhook.labels("failed")
+
+    def run_ended(self, status: str, action_type: str) -> None:
+        child = self._runs_by.get((status, action_type))
+        if child is None:
+            child = self._runs_by[status, action_type] = self.runs.labels(status, action_type)
+        child.inc()
+
+    def webhook_done(self, ok: bool, seconds: float) -> None:
+        (self._webhook_ok if ok else self._webhook_failed).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from enum import StrEnum
 from typing import Any
 
@@ -17,11 +16,12 @@ def new_id(now_ms: int) -> str:
     on neighbouring pages of the id-keyed indexes (runs by id, by schedule; schedules by
     id) instead of one random page each: fewer pages per commit. It says when an object was
     made and nothing else; nothing relies on its order."""
-    value = (now_ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= int.from_bytes(os.urandom(10)) & ((1 << 80) - 1)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10
-    return str(uuid.UUID(int=value))
+    rand = int.from_bytes(os.urandom(10))  # 80 bits: 12 for rand_a, 62 for rand_b
+    # unix_ts_ms (48 bits) | version 7 | rand_a (12) | variant 0b10 + rand_b (62), as hex;
+    # formatted directly (uuid.UUID would cost twice as much, on every run's id)
+    h = (f"{now_ms & 0xFFFF_FFFF_FFFF:012x}7{rand >> 68:03x}"
+         f"{(0x2 << 62) | (rand & ((1 << 62) - 1)):016x}")
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 class ScheduleType(StrEnum):
     cron = "cron"

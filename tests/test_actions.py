@@ -632,6 +632,30 @@ def test_substitute_is_one_pass() -> None:
     assert substitute("{{record.braces}}{{run.attempt}}", ctx) == "}}{{2"
 
 
+@pytest.mark.parametrize("text", [
+    "", "plain", "{{run.id}}", "a{{run.id}}b{{ schedule.name }}c", "{{run.id}}{{run.id}}",
+    "{{ run.attempt}} {{unknown.x}} {{record.email}} {{record.n}} <{{record.empty}}>",
+    "{{{run.id}}}", "{{run.id}",
+    "{{run .id}}", "x{{\trun.trigger_type\n}}y{{}}", "{{record.evil}}", "é{{schedule.id}}ü" * 3,
+    # longer than the cache keeps
+    "{{run.triggered_at}}" + "-" * 1100 + "{{run.scheduled_for}}",
+])
+def test_substitute_matches_one_regex_pass(text: str) -> None:
+    # the split templates are cached; the result must be what one re.sub pass gives
+    import re
+
+    from schedd.actions import _PLACEHOLDER_RE, _placeholder_value
+    ctx = make_ctx(record={"email": "x@y", "n": 3, "evil": "{{run.id}}", "empty": ""})
+
+    def expected(t: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            value = _placeholder_value(m.group(1), ctx)
+            return m.group(0) if value is None else value
+        return _PLACEHOLDER_RE.sub(one, t)
+    for _ in range(2):  # once filling the cache, once from it
+        assert substitute(text, ctx) == expected(text)
+
+
 def test_substitute_does_not_mutate() -> None:
     value = {"a": ["{{run.id}}"]}
     substitute(value, make_ctx())

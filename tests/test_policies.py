@@ -422,3 +422,26 @@ async def test_a_put_that_leaves_no_future_occurrence_is_refused(tmp_path: Path)
             await k.services.update_schedule(k.tenant, s.id, {"schedule_expression": "0 13 * * *"})
         assert err.value.loc == ["body", "schedule_expression"]
         assert (await k.schedule(s.id)).schedule_expression == "0 10 * * *"  # unchanged
+
+
+@pytest.mark.parametrize("now_ms", [0, 1, 1_795_338_000_123, (1 << 48) - 1])
+def test_new_id_is_a_uuidv7_of_the_given_millisecond(now_ms: int) -> None:
+    import uuid
+
+    from schedd.models import new_id
+    ids = [new_id(now_ms) for _ in range(500)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        u = uuid.UUID(text)
+        assert str(u) == text  # canonical: lower-case hex, 8-4-4-4-12
+        assert u.version == 7 and u.variant == uuid.RFC_4122
+        assert u.int >> 80 == now_ms
+    # the random bits vary across the whole field, not a fixed pattern
+    assert len({uuid.UUID(t).int & ((1 << 62) - 1) for t in ids}) == len(ids)
+    assert len({(uuid.UUID(t).int >> 64) & 0xFFF for t in ids}) > 1
+
+
+def test_new_ids_sort_by_their_millisecond() -> None:
+    from schedd.models import new_id
+    assert sorted([new_id(2), new_id(1), new_id(3)])[0].startswith("00000000-0001-7")
+    assert new_id(1_795_338_000_000) < new_id(1_795_338_000_001)

@@ -1,0 +1,44 @@
+"""schedd.db: the write-ahead log is copied back by the checkpoint thread, never by a COMMIT."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from schedd import db as dbmod
+from schedd.db import Database
+
+
+async def test_writes_are_checkpointed_by_the_checkpoint_thread(tmp_path: Path) -> None:
+    path = tmp_path / "ck.db"
+    async with Database(path) as db:
+        # the writer never checkpoints by itself
+        assert await db.write(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        await db.write(lambda c: c.execute("CREATE TABLE t (x TEXT)"))
+        before = path.stat().st_size
+        for i in range(dbmod.CHECKPOINT_EVERY_WRITES * 2):
+            await db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", ("x" * 3000,)))
+        ck = db._checkpointer
+        assert ck is not None
+        for _ in range(500):  # bounded: 5 s; the nudge came with the 64th write
+            if ck.copied_pages > 0:
+                break
+            await asyncio.sleep(0.01)
+        assert ck.copied_pages > 0
+        assert path.stat().st_size > before  # the pages reached the database file
+        rows = await db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0])
+        assert rows == dbmod.CHECKPOINT_EVERY_WRITES * 2
+    # closed: the checkpoint thread ended, and the file holds everything without its log
+    assert db._checkpointer is None
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT count(*) FROM t").fetchone()[0] == rows
+    finally:
+        con.close()
+
+
+async def test_memory_database_has_no_checkpoint_thread() -> None:
+    async with Database(":memory:") as db:
+        assert db._checkpointer is None
+        await db.write(lambda c: c.execute("CREATE TABLE t (x)"))

@@ -1,0 +1,122 @@
+"""schedd.logs: the batching line handler and the lean per-run record."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from schedd.logs import JsonFormatter, LineHandler, TextFormatter, record
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    lg = logging.getLogger("schedd.test-logs")
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    yield lg
+    lg.handlers.clear()
+    lg.propagate = True
+
+
+def attach(lg: logging.Logger) -> tuple[LineHandler, CountingStream]:
+    stream = CountingStream()
+    h = LineHandler(stream)
+    h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    lg.handlers[:] = [h]
+    return h, stream
+
+
+async def test_lines_of_one_loop_iteration_go_out_in_one_write(logger: logging.Logger) -> None:
+    h, stream = attach(logger)
+    for i in range(5):
+        logger.info("line %d", i)
+    assert stream.getvalue() == ""  # held until the iteration ends
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "".join(f"INFO line {i}\n" for i in range(5))
+    assert stream.writes == 1
+    logger.info("next")
+    await asyncio.sleep(0)
+    assert stream.getvalue().endswith("INFO line 4\nINFO next\n") and stream.writes == 2
+
+
+async def test_a_warning_is_written_at_once_after_what_waited(logger: logging.Logger) -> None:
+    h, stream = attach(logger)
+    logger.info("first")
+    logger.warning("second")
+    assert stream.getvalue() == "INFO first\nWARNING second\n"
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "INFO first\nWARNING second\n"  # nothing twice
+
+
+def test_without_a_running_loop_every_line_is_written_at_once(logger: logging.Logger) -> None:
+    h, stream = attach(logger)
+    logger.info("a")
+    assert stream.getvalue() == "INFO a\n"
+    logger.info("b")
+    assert stream.getvalue() == "INFO a\nINFO b\n"
+
+
+def test_a_loop_that_closed_before_its_write_strands_nothing(logger: logging.Logger) -> None:
+    h, stream = attach(logger)
+    loop = asyncio.new_event_loop()
+
+    async def say() -> None:
+        logger.info("from the first loop")
+
+    loop.run_until_complete(say())  # the planned write may never run: the loop closes
+    loop.close()
+    asyncio.run(say())  # another loop: what waited goes out first, in order
+    assert stream.getvalue().startswith("INFO from the first loop\nINFO from the first loop\n")
+    h.flush()
+    assert stream.getvalue() == "INFO from the first loop\n" * 2
+
+
+async def test_flush_writes_what_waits_and_a_full_buffer_is_written(
+        logger: logging.Logger) -> None:
+    h, stream = attach(logger)
+    logger.info("held")
+    h.flush()  # logging.shutdown() does this at exit
+    assert stream.getvalue() == "INFO held\n"
+    for i in range(600):
+        logger.info("%d", i)
+    assert stream.getvalue().count("\n") >= 512  # the buffer's limit, without a loop turn
+    await asyncio.sleep(0)
+    assert stream.getvalue().count("\n") == 601
+
+
+@pytest.mark.parametrize("fmt", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_lean_record_formats_as_logging_would(fmt: logging.Formatter,
+                                              logger: logging.Logger) -> None:
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, rec: logging.LogRecord) -> None:
+            seen.append(rec)
+
+    logger.handlers[:] = [Keep()]
+    extra = {"run_id": "r-1", "attempt": 2, "error_code": None, "lateness_ms": 3}
+    logger.info("run %s", "succeeded", extra=extra)
+    record(logger, logging.INFO, "run %s", ("succeeded",), extra)
+    ordinary, lean = seen
+    lean.created, lean.msecs = ordinary.created, ordinary.msecs
+    assert lean.getMessage() == ordinary.getMessage() == "run succeeded"
+    assert fmt.format(lean) == fmt.format(ordinary)
+    assert "run_id" in fmt.format(lean) and "r-1" in fmt.format(lean)
+    # below the logger's level nothing is made
+    logger.setLevel(logging.WARNING)
+    record(logger, logging.INFO, "run %s", ("x",), extra)
+    assert len(seen) == 2
