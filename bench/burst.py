@@ -139,10 +139,14 @@ def main() -> int:
     ap.add_argument("--profile", default=None, help="cProfile the drain of the last rep")
     ap.add_argument("--log", default=None, metavar="FILE",
                     help="log at INFO as the daemon does (text lines) to FILE; default: no logs")
+    ap.add_argument("--switch-interval", type=float, default=None, metavar="S",
+                    help="sys.setswitchinterval (GIL hand-over; Python's default 0.005)")
     ap.add_argument("--pragma", action="append", default=[],
                     help="e.g. wal_autocheckpoint=10000 (an experiment; repeatable)")
     a = ap.parse_args()
     PRAGMAS.extend(a.pragma)
+    if a.switch_interval is not None:
+        sys.setswitchinterval(a.switch_interval)
     if a.log:
         # the daemon's own setup (schedd serve), its stderr sent to a file as systemd or the
         # peer harness would
