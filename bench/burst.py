@@ -105,11 +105,12 @@ async def one(n: int, action: str, port: int, tmp: str, profile: str | None) -> 
         if prof:
             prof.enable()
         while True:
-            # Cheap poll (the partial index of running runs holds at most the in-flight ones);
-            # the full O(N) count runs only once nothing is running. Counting every 5 ms was
-            # a bench artefact that grew with N (a scan of N rows on the pinned core).
+            # Cheap poll (runs_active, a partial index, holds only the unfinished runs: its
+            # condition must be named as it is written); the full O(N) count runs only once
+            # nothing is running. Counting every 5 ms was a bench artefact that grew with N
+            # (a scan of N rows on the pinned core).
             running = await db.read(lambda c: c.execute(
-                "SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0])
+                "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')").fetchone()[0])
             if not running and not engine.inflight:
                 done = await db.read(lambda c: c.execute(
                     "SELECT count(*) FROM runs WHERE status IN ('succeeded', 'failed')"

@@ -553,11 +553,10 @@ class Engine:
         """Finish runs, chain retries, update schedule counters, in the caller's tx."""
         # A run cancelled (or otherwise finished) since its outcome was queued keeps that
         # end: no status overwrite, no retry, no counters.
-        still = self.store.active_run_ids(c, [r.id for r, _, _ in items])
+        still, tallies = self.store.active_runs_and_tallies(c, [r.id for r, _, _ in items])
         items = [it for it in items if it[0].id in still]
         if not items:
             return
-        tallies = self.store.tallies_by_ids(c, [r.schedule_id for r, _, _ in items])
         retries: list[Run] = []
         finished: list[Run] = []
         touched: dict[str, ScheduleTally] = {}
@@ -659,8 +658,7 @@ class Engine:
         return n
 
     def _recover_tx(self, c: Conn, now: int, fx: _Effects) -> int:
-        stale = self.store.runs_where(c, "status = 'running' AND lease_until_ms IS NULL", (),
-                                      limit=10**9)
+        stale = self.store.unleased_running_runs(c)
         if stale:
             fx.note(logging.WARNING, "%d run(s) were running when schedd last stopped; marking "
                     "them interrupted", len(stale))

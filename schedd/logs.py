@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -29,8 +30,7 @@ _MAX_BUFFERED = 512  # lines held for one loop iteration at most
 
 
 def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
-    items = list(record.__dict__.items())
-    return [(k, v) for k, v in items[_N_STD:] if k not in _STD]
+    return [(k, v) for k, v in islice(record.__dict__.items(), _N_STD, None) if k not in _STD]
 
 
 def record(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...],

@@ -32,7 +32,10 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 SCHEDULE_COLS: tuple[str, ...] = Schedule.__struct_fields__
 RUN_COLS: tuple[str, ...] = Run.__struct_fields__
-_TALLY_READ = ", ".join(ScheduleTally.__struct_fields__[:-1])  # all but paused_reason
+_TALLY_OF_ACTIVE = (
+    "SELECT r.id, " + ", ".join(f"s.{col}" for col in ScheduleTally.__struct_fields__[:-1])
+    + " FROM runs r LEFT JOIN schedules s ON s.id = r.schedule_id"  # all but paused_reason
+    " WHERE r.id IN {in} AND r.status IN ('pending', 'running')")
 _JSON_COLS = frozenset({"action_config", "relative_filter", "result", "resolved_payload"})
 _S_SELECT = ", ".join(SCHEDULE_COLS)
 _R_SELECT = ", ".join(RUN_COLS)
@@ -256,10 +259,25 @@ class Store:
         rows = _where_in(c, f"SELECT {_S_SELECT} FROM schedules WHERE id IN {{in}}", ids)
         return {s.id: s for s in map(schedule_from_row, rows)}
 
-    def tallies_by_ids(self, c: Conn, ids: Sequence[str]) -> dict[str, ScheduleTally]:
-        """The few columns recording an outcome reads, of these schedules."""
-        rows = _where_in(c, f"SELECT {_TALLY_READ} FROM schedules WHERE id IN {{in}}", ids)
-        return {t.id: t for t in map(_tally_from_row, rows)}
+    def unleased_running_runs(self, c: Conn) -> list[Run]:
+        """Runs `running` without a worker's lease: at start, those a dead process left.
+        Read through runs_active (SQLite would otherwise scan every run in seq order)."""
+        return [run_from_row(r) for r in _all(
+            c, f"SELECT {_R_SELECT} FROM runs INDEXED BY runs_active"
+               " WHERE status IN ('pending', 'running') AND status = 'running'"
+               " AND lease_until_ms IS NULL ORDER BY seq")]
+
+    def active_runs_and_tallies(self, c: Conn, run_ids: Sequence[str]
+                                ) -> tuple[set[str], dict[str, ScheduleTally]]:
+        """Which of these runs are still pending or running, and the few columns recording
+        their outcomes reads of their schedules (none for a deleted schedule): one query."""
+        active: set[str] = set()
+        tallies: dict[str, ScheduleTally] = {}
+        for row in _where_in(c, _TALLY_OF_ACTIVE, run_ids):
+            active.add(row[0])
+            if row[1] is not None and row[1] not in tallies:
+                tallies[row[1]] = _tally_from_row(row[1:])
+        return active, tallies
 
     # ------------------------------------------------------------------ runs
     def insert_runs(self, c: Conn, runs: Sequence[Run]) -> None:
@@ -337,12 +355,6 @@ class Store:
         rows = _all(c, f"SELECT {_R_SELECT} FROM runs WHERE {cond} ORDER BY {order} LIMIT ?",
                     [*params, limit])
         return [run_from_row(r) for r in rows]
-
-    def active_run_ids(self, c: Conn, ids: Sequence[str]) -> set[str]:
-        """Which of these runs are still pending or running."""
-        rows = _where_in(
-            c, "SELECT id FROM runs WHERE id IN {in} AND status IN ('pending', 'running')", ids)
-        return {str(r[0]) for r in rows}
 
     def active_counts(self, c: Conn, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """schedule id -> (pending or running runs, of which buffered/waiting)."""

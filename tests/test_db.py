@@ -42,3 +42,35 @@ async def test_memory_database_has_no_checkpoint_thread() -> None:
     async with Database(":memory:") as db:
         assert db._checkpointer is None
         await db.write(lambda c: c.execute("CREATE TABLE t (x)"))
+
+
+async def test_the_engines_run_queries_read_an_index_never_the_whole_runs_table(
+        tmp_path: Path) -> None:
+    # Every SELECT the engine runs on `runs` when it records outcomes, expires leases,
+    # recovers after a crash and plans its wake-up must search an index: the runs table
+    # holds the whole history (millions of rows on a long-lived box).
+    from engine_kit import kit
+
+    from schedd.engine import _Effects
+    async with kit(tmp_path, 1_795_338_000_000) as k:
+        def traced(c: sqlite3.Connection) -> list[tuple[str, list[str]]]:
+            seen: list[str] = []
+            c.set_trace_callback(seen.append)
+            try:
+                k.engine._recover_tx(c, 1_795_338_000_000, _Effects())
+                k.engine._expire_leases_tx(c, 1_795_338_000_000, _Effects())
+                k.store.next_wake_ms(c, include_due_work=True)
+                k.store.active_runs_and_tallies(c, ["r-1", "r-2"])
+            finally:
+                c.set_trace_callback(None)
+            return [(sql, [row[3] for row in c.execute("EXPLAIN QUERY PLAN " + sql)])
+                    for sql in seen if sql.lstrip().upper().startswith("SELECT")]
+
+        plans = await k.db.write(traced)
+    assert len(plans) >= 4
+    for sql, plan in plans:
+        for step in plan:
+            if "runs" in step or " r " in f" {step} ":
+                assert not (step.startswith("SCAN") and "USING" not in step), (sql, plan)
+    used = " ".join(" ".join(p) for _, p in plans)
+    assert "runs_leased" in used and "runs_active" in used

@@ -41,7 +41,7 @@ def attach(lg: logging.Logger) -> tuple[LineHandler, CountingStream]:
 
 
 async def test_lines_of_one_loop_iteration_go_out_in_one_write(logger: logging.Logger) -> None:
-    h, stream = attach(logger)
+    _h, stream = attach(logger)
     for i in range(5):
         logger.info("line %d", i)
     assert stream.getvalue() == ""  # held until the iteration ends
@@ -54,7 +54,7 @@ async def test_lines_of_one_loop_iteration_go_out_in_one_write(logger: logging.L
 
 
 async def test_a_warning_is_written_at_once_after_what_waited(logger: logging.Logger) -> None:
-    h, stream = attach(logger)
+    _h, stream = attach(logger)
     logger.info("first")
     logger.warning("second")
     assert stream.getvalue() == "INFO first\nWARNING second\n"
@@ -63,7 +63,7 @@ async def test_a_warning_is_written_at_once_after_what_waited(logger: logging.Lo
 
 
 def test_without_a_running_loop_every_line_is_written_at_once(logger: logging.Logger) -> None:
-    h, stream = attach(logger)
+    _h, stream = attach(logger)
     logger.info("a")
     assert stream.getvalue() == "INFO a\n"
     logger.info("b")
