@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 from schedd.actions import ActionRunner  # noqa: E402
 from schedd.clock import SystemClock  # noqa: E402
 from schedd.config import Settings  # noqa: E402
+from schedd.daemon import freeze_startup_objects, tune_gc  # noqa: E402
 from schedd.db import Database  # noqa: E402
 from schedd.engine import Engine  # noqa: E402
 from schedd.logs import setup_logging  # noqa: E402
@@ -97,6 +98,7 @@ async def one(n: int, action: str, port: int, tmp: str, profile: str | None) -> 
                 "action_type": action, "action_config": config, "overlap_policy": "ALLOW",
                 "max_retries": 0,
             })
+        freeze_startup_objects()  # as `schedd serve` does once it listens
         await engine.start()
         await asyncio.sleep(max(0.0, due_ms / 1000 - time.time() - 0.05))
         writer_tid = db._writer._thread.native_id
@@ -146,6 +148,7 @@ def main() -> int:
                     help="e.g. wal_autocheckpoint=10000 (an experiment; repeatable)")
     a = ap.parse_args()
     PRAGMAS.extend(a.pragma)
+    tune_gc()  # as `schedd serve` does
     if a.switch_interval is not None:
         sys.setswitchinterval(a.switch_interval)
     if a.log:

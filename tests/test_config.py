@@ -110,3 +110,19 @@ def test_text_log_lines_keep_the_standard_layout_across_seconds() -> None:
         record.created, record.msecs = created, (created - int(created)) * 1000
         record.run_id = "r-1"
         assert fast.format(record) == plain.format(record) + " run_id=r-1"
+
+
+def test_the_daemon_collects_garbage_less_often_and_freezes_its_start_up() -> None:
+    import gc
+
+    from schedd.daemon import GC_THRESHOLD0, freeze_startup_objects, tune_gc
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_THRESHOLD0, before[1], before[2])
+        assert before[0] < GC_THRESHOLD0
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
