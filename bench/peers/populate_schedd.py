@@ -6,7 +6,7 @@ and one COMMIT each), so the W4 store is made like APScheduler 4's ("SQL clone")
 
 1. the driver registers a seed of schedules through the public API (`peer_schedd.py
    register`, default 1,000): those rows are exactly what schedd writes;
-2. this script copies that store (the schema is schedd's own, migrations/0001_init.sql,
+2. this script copies that store (the schema is schedd's own, its migrations/*.sql
    at its user_version) and, with the daemon stopped, inserts clones of the seed rows with
    plain sqlite3 in one transaction until the table holds N rows.
 
