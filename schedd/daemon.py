@@ -108,6 +108,7 @@ async def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
     )
     server = _Server(config, app)
+    freeze_startup_objects()  # before the engine starts: no run's objects get frozen
     ready = asyncio.create_task(_notify_ready(server, settings))
     try:
         await server.serve()
@@ -139,7 +140,6 @@ async def _notify_ready(server: uvicorn.Server, settings: Settings) -> None:
     """READY=1 once the socket is bound (the lifespan, which starts the loop, ran first)."""
     while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
         await asyncio.sleep(0.02)
-    freeze_startup_objects()
     log.info("schedd %s listening on http://%s:%d (database %s)", __version__, settings.host,
              settings.port, settings.db)
     systemd.notify("READY=1", f"STATUS=listening on {settings.host}:{settings.port}")
@@ -161,7 +161,7 @@ def tune_gc() -> None:
 
 
 def freeze_startup_objects() -> None:
-    """Once serving: what start-up made (modules, the app, its routes and types) lives as
+    """Before serving: what start-up made (modules, the app, its routes and types) lives as
     long as the process, so move it out of the collector's sight: a full collection then
     walks only what the daemon made since, not everything it ever imported."""
     gc.collect()

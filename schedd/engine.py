@@ -637,6 +637,8 @@ class Engine:
     def _log_run(self, run: Run) -> None:
         """One line per run transition: ids, status, lateness, duration; never a payload,
         a header or a secret."""
+        if not log.isEnabledFor(logging.INFO):
+            return  # nothing to build
         started = run.started_ms
         status = run.status.value
         logs.record(log, logging.INFO, "run %s", (status,), {

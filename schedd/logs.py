@@ -25,7 +25,8 @@ _TEMPLATE = {**_BLANK, "pathname": "", "filename": "", "module": "", "lineno": 0
              "processName": None}
 _LEVEL_NAMES = {lvl: logging.getLevelName(lvl) for lvl in
                 (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)}
-_START: float = getattr(logging, "_startTime", time.time())  # what relativeCreated counts from
+_started = getattr(logging, "_startTime", time.time())  # what relativeCreated counts from
+_START: float = _started / 1e9 if isinstance(_started, int) else _started  # 3.13+: in ns
 _MAX_BUFFERED = 512  # lines held for one loop iteration at most
 
 
@@ -142,16 +143,16 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self._pending_on = None
-            if self._lines:
-                lines, self._lines = self._lines, []
-                try:
+            lines, self._lines = self._lines, []
+            try:
+                if lines:
                     self.stream.write("\n".join(lines) + self.terminator)
-                except Exception:
-                    # as StreamHandler.emit would: report, never raise into the caller
-                    self.handleError(logging.makeLogRecord({"msg": "%d buffered log line(s)",
-                                                            "args": (len(lines),)}))
-            if self.stream and hasattr(self.stream, "flush"):
-                self.stream.flush()
+                if self.stream and hasattr(self.stream, "flush"):
+                    self.stream.flush()
+            except Exception:
+                # as StreamHandler.emit would: report, never raise into the caller
+                self.handleError(logging.makeLogRecord({"msg": "%d buffered log line(s)",
+                                                        "args": (len(lines),)}))
         finally:
             self.release()
 

@@ -6,22 +6,27 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from schedd import db as dbmod
 from schedd.db import Database
 
 
-async def test_writes_are_checkpointed_by_the_checkpoint_thread(tmp_path: Path) -> None:
+async def test_writes_are_checkpointed_by_the_checkpoint_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dbmod, "CHECKPOINT_IDLE_S", 60.0)  # only the 64th write's nudge
     path = tmp_path / "ck.db"
     async with Database(path) as db:
-        # the writer never checkpoints by itself
-        assert await db.write(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        # the writer checkpoints only as a backstop, far later than SQLite's 1,000 pages
+        assert await db.write(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) \
+            == dbmod.WAL_BACKSTOP_PAGES
         await db.write(lambda c: c.execute("CREATE TABLE t (x TEXT)"))
         before = path.stat().st_size
         for i in range(dbmod.CHECKPOINT_EVERY_WRITES * 2):
             await db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", ("x" * 3000,)))
         ck = db._checkpointer
         assert ck is not None
-        for _ in range(500):  # bounded: 5 s; the nudge came with the 64th write
+        for _ in range(500):  # bounded: 5 s
             if ck.copied_pages > 0:
                 break
             await asyncio.sleep(0.01)
@@ -74,3 +79,24 @@ async def test_the_engines_run_queries_read_an_index_never_the_whole_runs_table(
                 assert not (step.startswith("SCAN") and "USING" not in step), (sql, plan)
     used = " ".join(" ".join(p) for _, p in plans)
     assert "runs_leased" in used and "runs_active" in used
+
+
+async def test_the_wal_stays_bounded_under_writes_without_a_pause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite rewinds the WAL only when a write begins with every frame copied back; a
+    # checkpoint on another thread never catches a writer that does not pause, so the
+    # writer's own backstop checkpoint must bound the log. Here the thread never runs.
+    monkeypatch.setattr(dbmod, "CHECKPOINT_IDLE_S", 3600.0)
+    monkeypatch.setattr(dbmod, "CHECKPOINT_EVERY_WRITES", 10**9)
+    monkeypatch.setattr(dbmod, "WAL_BACKSTOP_PAGES", 200)
+    path = tmp_path / "wal.db"
+    wal = Path(str(path) + "-wal")
+    async with Database(path) as db:
+        await db.write(lambda c: c.execute("CREATE TABLE t (x TEXT)"))
+        biggest = 0
+        for i in range(1500):  # ~1 page a transaction: 7 times the backstop without it
+            await db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)",
+                                                    (f"{i}" * (3000 // len(str(i))),)))
+            biggest = max(biggest, wal.stat().st_size)
+        assert db._checkpointer is not None and db._checkpointer.runs == 0
+    assert biggest < 200 * 4096 * 3  # the backstop, not 1,500 pages of log
