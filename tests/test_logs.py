@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from schedd.logs import JsonFormatter, LineHandler, TextFormatter, record
+from schedd import logs as logs_mod
+from schedd.logs import JsonFormatter, LineHandler, TextFormatter, _direct_handler, record
 
 
 class CountingStream(io.StringIO):
@@ -141,3 +142,60 @@ def test_lean_record_formats_as_logging_would(fmt: logging.Formatter,
     logger.setLevel(logging.WARNING)
     record(logger, logging.INFO, "run %s", ("x",), extra)
     assert len(seen) == 2
+
+
+@pytest.mark.parametrize("fmt", [TextFormatter, JsonFormatter], ids=["text", "json"])
+def test_direct_line_equals_the_record_path(fmt: type[logging.Formatter],
+                                            logger: logging.Logger,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's setup (one LineHandler, schedd's formatter, no filters) formats run
+    lines without a LogRecord; the line must be the one a LogRecord would give."""
+    monkeypatch.setattr(logs_mod.time, "time", lambda: 1_790_000_000.0421)
+    stream = CountingStream()
+    h = LineHandler(stream)
+    h.setFormatter(fmt())
+    logger.handlers[:] = [h]
+    extra = {"run_id": "r-1", "attempt": 2, "error_code": None, "lateness_ms": 3}
+    assert _direct_handler(logger, logging.INFO) is h
+    record(logger, logging.INFO, "run %s", ("succeeded",), extra)
+    h.addFilter(lambda rec: True)  # any filter: the ordinary path
+    assert _direct_handler(logger, logging.INFO) is None
+    record(logger, logging.INFO, "run %s", ("succeeded",), extra)
+    h.flush()
+    direct, ordinary = stream.getvalue().splitlines()
+    assert direct == ordinary
+    assert "r-1" in direct and "2026-09-21" in direct and "042" in direct
+
+
+def test_direct_path_only_when_nothing_else_would_see_the_record(
+        logger: logging.Logger) -> None:
+    h = LineHandler(io.StringIO())
+    h.setFormatter(TextFormatter())
+    logger.handlers[:] = [h]
+    assert _direct_handler(logger, logging.INFO) is h
+    assert _direct_handler(logger, 5) is None  # a level without a cached name
+    h.setLevel(logging.WARNING)
+    assert _direct_handler(logger, logging.INFO) is None
+    h.setLevel(logging.NOTSET)
+    h.setFormatter(logging.Formatter("%(message)s"))  # a foreign formatter
+    assert _direct_handler(logger, logging.INFO) is None
+    h.setFormatter(JsonFormatter())
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):  # e.g. pytest's caplog beside the daemon's handler
+        def emit(self, rec: logging.LogRecord) -> None:
+            seen.append(rec)
+
+    logger.handlers.append(Keep())
+    assert _direct_handler(logger, logging.INFO) is None
+    record(logger, logging.INFO, "run %s", ("x",), {"run_id": "r-2"})
+    assert [r.getMessage() for r in seen] == ["run x"] and seen[0].run_id == "r-2"
+    logger.handlers[:] = [h]
+    logger.addFilter(lambda rec: False)
+    assert _direct_handler(logger, logging.INFO) is None
+    logger.filters.clear()
+    logger.disabled = True
+    try:
+        assert _direct_handler(logger, logging.INFO) is None
+    finally:
+        logger.disabled = False
