@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from enum import Enum
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from schedd import db as dbmod
+from schedd import store as store_mod
 from schedd.db import Database
+from schedd.models import (
+    ActionType,
+    AfterCompletion,
+    CatchupPolicy,
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    TriggerType,
+)
+from schedd.store import RUN_COLS, SCHEDULE_COLS, _values
 
 
 async def test_writes_are_checkpointed_by_the_checkpoint_thread(
@@ -100,3 +116,48 @@ async def test_the_wal_stays_bounded_under_writes_without_a_pause(
             biggest = max(biggest, wal.stat().st_size)
         assert db._checkpointer is not None and db._checkpointer.runs == 0
     assert biggest < 200 * 4096 * 3  # the backstop, not 1,500 pages of log
+
+
+def _as_sqlite_returns(values: list[object]) -> tuple[object, ...]:
+    return tuple(int(v) if isinstance(v, bool) else v.value if isinstance(v, Enum) else v
+                 for v in values)
+
+
+@pytest.mark.parametrize("cls", [Schedule, Run], ids=["schedule", "run"])
+def test_rows_read_back_as_msgspec_convert_would(cls: type[Schedule] | type[Run]) -> None:
+    """store's generated row readers (one constructor call per row) give what
+    msgspec.convert of a column dict gives, for every field: enums, bools, JSON, NULLs."""
+    if cls is Schedule:
+        obj: Schedule | Run = Schedule(
+            id="s-1", tenant_id="t", name="n", description=None,
+            schedule_type=ScheduleType.cron, schedule_expression="*/5 * * * *",
+            timezone="Europe/Berlin", start_ms=5, end_ms=None, action_type=ActionType.webhook,
+            action_config={"url": "http://x/", "headers": {"A": "b"}, "n": [1, 2.5, None]},
+            overlap_policy=OverlapPolicy.BUFFER_ONE, catchup_policy=CatchupPolicy.LATEST,
+            action_after_completion=AfterCompletion.DELETE, relative_filter={"k": "v"},
+            status=ScheduleStatus.paused, paused_reason="why", next_run_ms=7, run_count=3,
+            created_ms=1, updated_ms=2)
+        cols = SCHEDULE_COLS
+    else:
+        obj = Run(id="r-1", schedule_id="s-1", tenant_id="t", status=RunStatus.failed,
+                  trigger_type=TriggerType.retry, manual=True, scheduled_for_ms=1, due_ms=2,
+                  triggered_ms=3, attempt=2, attempt_root_run_id="r-0",
+                  result={"status_code": 500}, resolved_payload=None,
+                  action_type=ActionType.command, waiting=True, lease_until_ms=9)
+        cols = RUN_COLS
+    row = _as_sqlite_returns(_values(obj, cols))
+    read = store_mod._from_row(type(obj), cols, row)
+    assert read == obj
+    by_convert = msgspec.convert(
+        {c: (msgspec.json.decode(v) if c in store_mod._JSON_COLS and v is not None else v)
+         for c, v in zip(cols, row, strict=True)}, type(obj), strict=False)
+    assert read == by_convert
+    assert type(read.status) is type(by_convert.status)  # an enum, not its value
+
+
+def test_a_field_the_row_reader_cannot_convert_is_refused() -> None:
+    class Odd(msgspec.Struct):
+        when: float
+
+    with pytest.raises(TypeError, match=r"Odd\.when"):
+        store_mod._reader(Odd, ("when",))
