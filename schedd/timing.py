@@ -373,7 +373,6 @@ class _OnceTimer(Timer):
             yield self.at_ms
 
 
-@lru_cache(maxsize=4096)
 def compile_timer(
     schedule_type: str,
     expression: str | None,
@@ -383,7 +382,24 @@ def compile_timer(
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> Timer:
-    """Compile a schedule (cached; the result is immutable).
+    """Compile a schedule (cached; the result is immutable). Only an interval depends on
+    its anchor: the others are cached without it, so schedules made at different instants
+    with one expression (a burst of one-shots, a fleet of crons) share one timer instead of
+    each filling a cache slot and parsing again on every claim."""
+    return _compile_timer(schedule_type, expression, tz_name,
+                          anchor_ms if schedule_type == "interval" else 0, start_ms, end_ms)
+
+
+@lru_cache(maxsize=4096)
+def _compile_timer(
+    schedule_type: str,
+    expression: str | None,
+    tz_name: str,
+    anchor_ms: int,
+    start_ms: int | None,
+    end_ms: int | None,
+) -> Timer:
+    """compile_timer's cached work.
 
     ``cron``: occurrences in ``tz_name`` with the DST rules of the module docstring.
     ``interval``: elapsed time, no drift: ``start_ms + k*iv`` (k >= 0) when start_ms is

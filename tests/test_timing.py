@@ -866,3 +866,18 @@ def test_format_ms(value: int, expected: str) -> None:
 )
 def test_format_local(iso: str, zone: str, expected: str) -> None:
     assert format_local(ms(iso), load_zone(zone)) == expected
+
+
+def test_timers_are_shared_unless_the_anchor_matters() -> None:
+    """One-shots and crons made at different instants with one expression share a compiled
+    timer (a burst of 10,000 one-shots is one cache entry, not 10,000 parses); an interval
+    counts from its anchor, so its timers differ."""
+    once = [compile_timer("once", "2030-01-01T00:00:00Z", "UTC", anchor_ms=a)
+            for a in (1, 2)]
+    assert once[0] is once[1]
+    cron = [compile_timer("cron", "*/5 * * * *", "Europe/Berlin", anchor_ms=a)
+            for a in (1, 2)]
+    assert cron[0] is cron[1]
+    iv = [compile_timer("interval", "90s", "UTC", anchor_ms=a) for a in (0, 1_000)]
+    assert iv[0] is not iv[1]
+    assert iv[0].next_after(0) == 90_000 and iv[1].next_after(0) == 91_000
