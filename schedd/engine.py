@@ -59,9 +59,11 @@ _FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result
 _START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
 
 
+# Hot paths pass StrEnum members where a str is wanted: a member is its value as a str
+# (hash, ==, formatting, JSON, SQLite binding), and `.value` is a property costing ~0.3 µs.
 def timer_for(s: Schedule) -> timing.Timer:
     return timing.compile_timer(
-        s.schedule_type.value, s.schedule_expression, s.timezone,
+        s.schedule_type, s.schedule_expression, s.timezone,
         anchor_ms=s.created_ms, start_ms=s.start_ms, end_ms=s.end_ms,
     )
 
@@ -102,7 +104,7 @@ def context_for(run: Run, s: Schedule) -> RunContext:
         run_id=run.id, schedule_id=s.id, schedule_name=s.name, attempt=run.attempt,
         scheduled_for=timing.format_ms(run.scheduled_for_ms),
         triggered_at=timing.format_ms(run.triggered_ms),
-        trigger_type=run.trigger_type.value,
+        trigger_type=run.trigger_type,
         payload=s.action_config.get("payload"),
         attempt_root_run_id=run.attempt_root_run_id,
     )
@@ -311,7 +313,7 @@ class Engine:
             log.log(level, msg, *args)
         for r in fx.ended:
             self._log_run(r)
-            self.metrics.run_ended(r.status.value, r.action_type.value)
+            self.metrics.run_ended(r.status, r.action_type)
             if r.error_code == "missed" and isinstance(r.result, dict):
                 self.metrics.missed.inc(r.result.get("missed_count", 0))
         for ok, seconds in fx.webhook_times:
@@ -490,7 +492,7 @@ class Engine:
 
     def _prepare(self, run: Run, s: Schedule) -> Prepared:
         """What the run will send, resolved once for its record and its start."""
-        return self.runner.prepare(run.action_type.value, s.action_config, context_for(run, s))
+        return self.runner.prepare(run.action_type, s.action_config, context_for(run, s))
 
     def _missed(self, s: Schedule, first: int, last: int, count: int, now: int,
                 fx: _Effects) -> Run:
@@ -591,7 +593,7 @@ class Engine:
             if run.started_ms is not None:
                 t.run_count += 1
                 t.last_run_ms = run.started_ms
-                t.last_run_status = run.status.value
+                t.last_run_status = run.status
             if chain_ended and not run.manual:
                 if run.status is RunStatus.succeeded:
                     t.consecutive_failures = 0
@@ -640,10 +642,10 @@ class Engine:
         if not log.isEnabledFor(logging.INFO):
             return  # nothing to build
         started = run.started_ms
-        status = run.status.value
+        status = run.status
         logs.record(log, logging.INFO, "run %s", (status,), {
             "schedule_id": run.schedule_id, "run_id": run.id, "attempt": run.attempt,
-            "trigger": run.trigger_type.value, "status": status,
+            "trigger": run.trigger_type, "status": status,
             "error_code": run.error_code,
             "lateness_ms": None if started is None else started - run.due_ms,
             "duration_ms": None if started is None or run.completed_ms is None
