@@ -19,13 +19,10 @@ import msgspec
 
 from schedd.db import Conn, Database
 from schedd.models import (
-    AfterCompletion,
     ApiKey,
-    OverlapPolicy,
     Run,
     RunStatus,
     Schedule,
-    ScheduleStatus,
     ScheduleTally,
 )
 
@@ -33,9 +30,10 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 SCHEDULE_COLS: tuple[str, ...] = Schedule.__struct_fields__
 RUN_COLS: tuple[str, ...] = Run.__struct_fields__
+_TALLY_COLS = ScheduleTally.__struct_fields__[:-1]  # all but paused_reason
 _TALLY_OF_ACTIVE = (
-    "SELECT r.id, " + ", ".join(f"s.{col}" for col in ScheduleTally.__struct_fields__[:-1])
-    + " FROM runs r LEFT JOIN schedules s ON s.id = r.schedule_id"  # all but paused_reason
+    "SELECT r.id, " + ", ".join(f"s.{col}" for col in _TALLY_COLS)
+    + " FROM runs r LEFT JOIN schedules s ON s.id = r.schedule_id"
     " WHERE r.id IN {in} AND r.status IN ('pending', 'running')")
 _JSON_COLS = frozenset({"action_config", "relative_filter", "result", "resolved_payload"})
 _S_SELECT = ", ".join(SCHEDULE_COLS)
@@ -125,15 +123,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
 
 
 def _tally_from_row(row: Sequence[Any]) -> ScheduleTally:
-    (sid, status, max_retries, backoff, pause_after, overlap, after, run_count, failures,
-     last_run_ms, last_run_status) = row
-    return ScheduleTally(
-        id=sid, status=ScheduleStatus(status), max_retries=max_retries,
-        retry_backoff_seconds=backoff, pause_on_failure_count=pause_after,
-        overlap_policy=OverlapPolicy(overlap), action_after_completion=AfterCompletion(after),
-        run_count=run_count, consecutive_failures=failures, last_run_ms=last_run_ms,
-        last_run_status=last_run_status,
-    )
+    return _from_row(ScheduleTally, _TALLY_COLS, row)
 
 
 def _all(c: Conn, sql: str, params: Sequence[Any] = ()) -> list[Any]:

@@ -22,6 +22,7 @@ from schedd.models import (
     RunStatus,
     Schedule,
     ScheduleStatus,
+    ScheduleTally,
     ScheduleType,
     TriggerType,
 )
@@ -123,12 +124,13 @@ def _as_sqlite_returns(values: list[object]) -> tuple[object, ...]:
                  for v in values)
 
 
-@pytest.mark.parametrize("cls", [Schedule, Run], ids=["schedule", "run"])
-def test_rows_read_back_as_msgspec_convert_would(cls: type[Schedule] | type[Run]) -> None:
+@pytest.mark.parametrize("cls", [Schedule, Run, ScheduleTally], ids=["schedule", "run", "tally"])
+def test_rows_read_back_as_msgspec_convert_would(
+        cls: type[Schedule] | type[Run] | type[ScheduleTally]) -> None:
     """store's generated row readers (one constructor call per row) give what
     msgspec.convert of a column dict gives, for every field: enums, bools, JSON, NULLs."""
     if cls is Schedule:
-        obj: Schedule | Run = Schedule(
+        obj: Schedule | Run | ScheduleTally = Schedule(
             id="s-1", tenant_id="t", name="n", description=None,
             schedule_type=ScheduleType.cron, schedule_expression="*/5 * * * *",
             timezone="Europe/Berlin", start_ms=5, end_ms=None, action_type=ActionType.webhook,
@@ -138,6 +140,13 @@ def test_rows_read_back_as_msgspec_convert_would(cls: type[Schedule] | type[Run]
             status=ScheduleStatus.paused, paused_reason="why", next_run_ms=7, run_count=3,
             created_ms=1, updated_ms=2)
         cols = SCHEDULE_COLS
+    elif cls is ScheduleTally:
+        obj = ScheduleTally(
+            id="s-1", status=ScheduleStatus.completed, max_retries=2, retry_backoff_seconds=9,
+            pause_on_failure_count=4, overlap_policy=OverlapPolicy.CANCEL_OTHER,
+            action_after_completion=AfterCompletion.DELETE, run_count=5,
+            consecutive_failures=1, last_run_ms=None, last_run_status="failed")
+        cols = store_mod._TALLY_COLS
     else:
         obj = Run(id="r-1", schedule_id="s-1", tenant_id="t", status=RunStatus.failed,
                   trigger_type=TriggerType.retry, manual=True, scheduled_for_ms=1, due_ms=2,
