@@ -445,6 +445,81 @@ async def test_timeout_after_the_headers_returns_what_arrived() -> None:
         assert http.open_connections == 0
 
 
+def answer_first_then(rest: bytes | None) -> Handler:
+    """Answer a connection's first request; on its second write `rest` (if any) and then
+    stall: the second request goes out on a reused keep-alive connection."""
+
+    async def handler(srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if await srv.next(reader) is None:
+            return
+        w.write(ok())
+        await w.drain()
+        if await srv.next(reader) is None:
+            return
+        if rest:
+            w.write(rest)
+            await w.drain()
+        await asyncio.sleep(30)
+
+    return handler
+
+
+async def test_a_reused_connection_that_never_answers_times_out() -> None:
+    async with Server(answer_first_then(None)) as srv, LeanHttp() as http:
+        assert await post(http, srv) == (200, b"{}")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await post(http, srv, timeout=0.2)
+        assert 0.15 < time.monotonic() - started < 1.0
+        assert http.open_connections == 0  # not reused after a timeout
+        assert srv.connections == 1
+
+
+async def test_a_reused_connection_timing_out_after_the_headers_returns_what_arrived() -> None:
+    partial = b"HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\npart"
+    async with Server(answer_first_then(partial)) as srv, LeanHttp() as http:
+        assert await post(http, srv) == (200, b"{}")
+        assert await post(http, srv, timeout=0.2) == (201, b"part")
+        assert http.open_connections == 0
+
+
+async def test_a_cancelled_request_on_a_reused_connection_frees_it() -> None:
+    async with Server(answer_first_then(None)) as srv, LeanHttp(max_connections=1) as http:
+        assert await post(http, srv) == (200, b"{}")
+        task = asyncio.create_task(post(http, srv, timeout=30.0))
+        for _ in range(200):  # bounded: 2 s
+            if len(srv.requests) == 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert http.open_connections == 0  # closed, and its slot free for the next request
+
+
+async def test_a_replay_keeps_the_first_deadline() -> None:
+    """A stale reused connection is replayed on a fresh one within what is left of the
+    request's timeout, not a new one."""
+
+    async def handler(srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if srv.connections == 1:  # answer once, then close on the next request after 0.3 s
+            await srv.next(reader)
+            w.write(ok())
+            await w.drain()
+            await srv.next(reader)
+            await asyncio.sleep(0.3)
+            return
+        await stall(srv, reader, w)  # the fresh connection never answers
+
+    async with Server(handler) as srv, LeanHttp() as http:
+        assert await post(http, srv) == (200, b"{}")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await post(http, srv, timeout=0.5)
+        assert 0.4 < time.monotonic() - started < 0.75  # 0.5 in all, not 0.3 + 0.5
+    assert srv.connections == 2
+
+
 async def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -592,6 +667,10 @@ def test_under_uvloop() -> None:
             assert srv.connections == 2
         async with Server(stall) as srv, LeanHttp() as http:
             with pytest.raises(TimeoutError):
+                await post(http, srv, timeout=0.1)
+        async with Server(answer_first_then(None)) as srv, LeanHttp() as http:
+            await post(http, srv)
+            with pytest.raises(TimeoutError):  # the reused connection's timer
                 await post(http, srv, timeout=0.1)
 
     uvloop.run(scenario())
