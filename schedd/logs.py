@@ -26,7 +26,8 @@ _TEMPLATE = {**_BLANK, "pathname": "", "filename": "", "module": "", "lineno": 0
              "processName": None}
 _LEVEL_NAMES = {lvl: logging.getLevelName(lvl) for lvl in
                 (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)}
-_started = getattr(logging, "_startTime", time.time())  # what relativeCreated counts from
+_now = time.time  # one name to patch in tests
+_started = getattr(logging, "_startTime", _now())  # what relativeCreated counts from
 _START: float = _started / 1e9 if isinstance(_started, int) else _started  # 3.13+: in ns
 _MAX_BUFFERED = 512  # lines held for one loop iteration at most
 
@@ -43,14 +44,13 @@ def record(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...],
     own setup), the line is formatted and buffered directly, with no LogRecord (~4 µs ->
     ~1.5 µs a line); any other setup (a test's capture handler, a filter, a foreign
     formatter) gets an ordinary LogRecord, filled from a template instead of through
-    LogRecord.__init__ (no caller, file or thread lookups)."""
+    LogRecord.__init__ (no caller, file or thread lookups). `extra` must not name a
+    LogRecord attribute (`logger.log` would raise KeyError; the two paths would differ)."""
     if not logger.isEnabledFor(level):
         return
-    now = time.time()
+    now = _now()
     handler = _direct_handler(logger, level)
-    if handler is not None:
-        handler.emit_line(level, handler.formatter.format_fields(  # type: ignore[union-attr]
-            now, _LEVEL_NAMES[level], logger.name, msg % args if args else msg, extra))
+    if handler is not None and handler.emit_fields(level, now, logger.name, msg, args, extra):
         return
     d = _TEMPLATE.copy()
     d["name"] = logger.name
@@ -127,8 +127,7 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second = -1
-        self._stamp = ""
+        self._stamp: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.stack_info:
@@ -146,12 +145,13 @@ class TextFormatter(logging.Formatter):
         """The line of a record without exception or stack, from its parts (record()'s
         direct path and format() share it)."""
         second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        cached_second, stamp = self._stamp
+        if second != cached_second:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._stamp = (second, stamp)  # one assignment: threads never see half of it
         if msecs is None:
             msecs = int((created - second) * 1000)
-        line = f"{self._stamp},{msecs:03d} {levelname} {name}: {message}"
+        line = f"{stamp},{msecs:03d} {levelname} {name}: {message}"
         if extras:
             items = extras.items() if isinstance(extras, dict) else extras
             line += " " + " ".join([f"{k}={v}" for k, v in items])
@@ -178,12 +178,20 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._add(record.levelno, line)
 
-    def emit_line(self, levelno: int, line: str) -> None:
-        """A line already formatted (record()'s direct path), under the handler's lock as
-        logging's own handle() would take it."""
+    def emit_fields(self, levelno: int, created: float, name: str, msg: str,
+                    args: tuple[Any, ...], extra: dict[str, Any]) -> bool:
+        """record()'s direct path: format a line from its parts and buffer it, under the
+        handler's lock as logging's own handle() would take it. False if it could not be
+        formatted: the caller then takes logging's path, which reports the error."""
         self.acquire()
         try:
+            try:
+                line = self.formatter.format_fields(  # type: ignore[union-attr]
+                    created, _LEVEL_NAMES[levelno], name, msg % args if args else msg, extra)
+            except Exception:
+                return False
             self._add(levelno, line)
+            return True
         finally:
             self.release()
 

@@ -49,7 +49,7 @@ class OverlapDecision:
     cancel_active: bool = False  # CANCEL_OTHER: cancel the active runs first
 
 
-# the five decisions there are, made once (a frozen dataclass costs ~1 µs to build, and one
+# the four decisions there are, made once (a frozen dataclass costs ~1 µs to build, and one
 # is asked for every occurrence claimed)
 _RUN = OverlapDecision(run=True)
 _SKIP = OverlapDecision(run=False)

@@ -330,9 +330,10 @@ class LeanHttp:
         # answer, so the deadline is a timer that fails the answer's future (what
         # asyncio.timeout does for the general path below, at a third of its cost).
         loop = self.loop
-        answer = conn.send(payload, head, excerpt)
-        timer = loop.call_later(timeout, _expire, answer)
+        timer: asyncio.TimerHandle | None = None
         try:
+            answer = conn.send(payload, head, excerpt)
+            timer = loop.call_later(timeout, _expire, answer)
             return await answer
         except _NothingReceived:
             if not replayable:
@@ -343,11 +344,12 @@ class LeanHttp:
                 return conn.status, conn.excerpt()
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._release(conn)
         # a stale keep-alive connection: once more on a fresh one, in the time left
-        return await self._request(payload, replayable, head, key,
-                                   max(0.0, timer.when() - loop.time()), excerpt, 1)
+        left = timer.when() - loop.time() if timer is not None else timeout
+        return await self._request(payload, replayable, head, key, max(0.0, left), excerpt, 1)
 
     async def _request(self, payload: bytes, replayable: bool, head: bool, key: _Key,
                        timeout: float,  # noqa: ASYNC109 - applied with asyncio.timeout

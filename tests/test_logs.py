@@ -150,7 +150,7 @@ def test_direct_line_equals_the_record_path(fmt: type[logging.Formatter],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon's setup (one LineHandler, schedd's formatter, no filters) formats run
     lines without a LogRecord; the line must be the one a LogRecord would give."""
-    monkeypatch.setattr(logs_mod.time, "time", lambda: 1_790_000_000.0421)
+    monkeypatch.setattr(logs_mod, "_now", lambda: 1_790_000_000.0421)
     stream = CountingStream()
     h = LineHandler(stream)
     h.setFormatter(fmt())
@@ -199,3 +199,19 @@ def test_direct_path_only_when_nothing_else_would_see_the_record(
         assert _direct_handler(logger, logging.INFO) is None
     finally:
         logger.disabled = False
+
+
+def test_a_line_that_cannot_be_formatted_is_reported_not_raised(
+        logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct path hands a line it cannot format to logging's path, which reports it
+    (handleError) instead of raising into the engine."""
+    h = LineHandler(io.StringIO())
+    h.setFormatter(TextFormatter())
+    logger.handlers[:] = [h]
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(h, "handleError", reported.append)
+    record(logger, logging.INFO, "run %s %s", ("only one",), {})  # must not raise
+    assert len(reported) == 1
+    record(logger, logging.INFO, "run %s", ("fine",), {})
+    h.flush()
+    assert h.stream.getvalue().rstrip().endswith("run fine")
