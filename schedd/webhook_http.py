@@ -316,7 +316,7 @@ class LeanHttp:
         target: str,
         headers: dict[str, str],
         body: bytes | None,
-        timeout: float,  # noqa: ASYNC109 - a total per request, applied with asyncio.timeout
+        timeout: float,  # noqa: ASYNC109 - a total per request (a timer, or asyncio.timeout)
         excerpt: int,
     ) -> tuple[int, bytes]:
         """Send one request; return (status, first `excerpt` bytes of the body)."""
