@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""The API under load: creates/s from concurrent keep-alive clients, and W3's lateness
+alone and while the API serves a mixed load from another process.
+
+    python bench/api_load.py creates [--tree DIR] [--conns 16] [--seconds 10]
+    python bench/api_load.py w3 [--tree DIR] [--schedules 200] [--seconds 20] [--conns 16]
+    python bench/api_load.py client --base URL --key KEY --mix create|mixed ...  (internal)
+
+`creates` starts `python -m schedd serve` (from DIR when given: PYTHONPATH=DIR, so two
+trees can be compared with one interpreter) on a fresh database in a temporary directory
+and runs the load client in its own process: `--conns` keep-alive connections, each
+sending one request at a time (closed loop), POST /v1/schedules of a noop schedule due
+once a year from now, for `--seconds` after a 1 s warm-up. It prints creates/s, latency
+percentiles, non-201 answers, the daemon's CPU per create, and checks that the database
+holds every schedule answered 201.
+
+`w3` is issue 6's W3 with a separate load process: `--schedules` interval schedules
+firing every second at the same instants into a webhook sink in this process; lateness =
+the sink's arrival - X-Schedd-Scheduled-For. It measures `--seconds` of W3 alone, then
+`--seconds` of W3 while the client process drives the API at its maximum rate with a
+mixed load (per connection, in turn: GET a schedule by id, list a page of 50, create, and
+trigger a noop schedule), and reports both, the ratio of their p99s, and missing or
+doubled fires (every occurrence in each window must arrive exactly once).
+
+The client is schedd's own lean HTTP/1.1 client (webhook_http.LeanHttp, ~17 µs of CPU a
+request), so that the load process leaves the daemon as much of the 2-core box as it can.
+Everything binds and connects to 127.0.0.1 only; every child process is bounded by a
+timeout and killed on exit. Nothing here asserts a timing; compare two trees by running
+them interleaved (A, B, A, B) on the same box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+YEAR_S = 365 * 86400
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def iso_ms(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
+
+
+def noop_body(name: str, due_s: float) -> bytes:
+    return json.dumps({"name": name, "schedule_type": "once", "schedule_expression": iso(due_s),
+                       "action_type": "noop", "action_config": {}}).encode()
+
+
+# ------------------------------------------------------------------ the load client
+async def client_main(a: argparse.Namespace) -> None:
+    from schedd.webhook_http import LeanHttp
+
+    port = int(a.base.rsplit(":", 1)[1])
+    hdr = {"Authorization": f"Bearer {a.key}", "Content-Type": "application/json"}
+    ids = [x for x in a.ids.split(",") if x]
+    kinds = ["create"] if a.mix == "create" else ["get", "list", "create", "trigger"]
+    lat: dict[str, list[float]] = {k: [] for k in kinds}
+    statuses: Counter[str] = Counter()
+    created: list[str] = []
+    due = time.time() + YEAR_S
+    async with LeanHttp(max_connections=a.conns) as http:
+        async def one(kind: str, n: int) -> None:
+            if kind == "get":
+                req = ("GET", f"/v1/schedules/{ids[n % len(ids)]}", b"")
+            elif kind == "list":
+                req = ("GET", f"/v1/schedules?limit=50&offset={n % 200}", b"")
+            elif kind == "create":
+                req = ("POST", "/v1/schedules", noop_body(f"load-{os.getpid()}-{n}", due))
+            else:
+                req = ("POST", f"/v1/schedules/{ids[n % len(ids)]}/trigger", b"")
+            t0 = time.perf_counter()
+            status, body = await http.request(req[0], HOST, port, req[1], hdr, req[2],
+                                              timeout=10.0, excerpt=1 << 20)
+            lat[kind].append(time.perf_counter() - t0)
+            statuses[f"{kind} {status}"] += 1
+            if kind == "create" and status == 201 and a.check:
+                created.append(json.loads(body)["id"])
+
+        stop = time.perf_counter() + a.warmup
+        counter = [0]
+
+        async def worker(w: int) -> None:
+            k = w % len(kinds)
+            while time.perf_counter() < stop:
+                counter[0] += 1
+                await one(kinds[k % len(kinds)], counter[0])
+                k += 1
+
+        # warm-up (not counted), then the timed window
+        await asyncio.gather(*(worker(w) for w in range(a.conns)))
+        for v in lat.values():
+            v.clear()
+        statuses.clear()
+        created.clear()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        stop = t0 + a.seconds
+        await asyncio.gather(*(worker(w) for w in range(a.conns)))
+        dur, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    out: dict[str, Any] = {"seconds": round(dur, 3), "client_cpu_s": round(cpu, 3),
+                           "statuses": dict(statuses), "kinds": {}}
+    total = 0
+    for k, v in lat.items():
+        total += len(v)
+        out["kinds"][k] = {"n": len(v), "per_s": round(len(v) / dur, 1),
+                           "p50_ms": round(1000 * pct(v, 0.5), 2),
+                           "p99_ms": round(1000 * pct(v, 0.99), 2)}
+    out["requests"] = total
+    out["per_s"] = round(total / dur, 1)
+    if a.check:
+        Path(a.check).write_text("\n".join(created))
+    print("LOAD_JSON " + json.dumps(out), flush=True)
+
+
+# ------------------------------------------------------------------ the daemon
+class Daemon:
+    def __init__(self, tree: str | None, workdir: Path) -> None:
+        self.db = str(workdir / "schedd.db")
+        self.port = random.randint(20000, 40000)
+        # the tree's schedd first on the path; run from the work directory, since `-m`
+        # would put the current directory (maybe another tree) before it
+        env = {**os.environ, "SCHEDD_LOG_LEVEL": "warning",
+               "PYTHONPATH": str(Path(tree or HERE.parent).resolve())}
+        self.log = open(workdir / "daemon.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "schedd", "serve", "--db", self.db, "--host", HOST,
+             "--port", str(self.port)], env=env, cwd=workdir, stdout=self.log,
+            stderr=subprocess.STDOUT)
+        self.base = f"http://{HOST}:{self.port}"
+
+    async def ready(self, http: Any) -> str:
+        for _ in range(600):  # bounded: 30 s
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the daemon exited ({self.proc.returncode}); see {self.log.name}")
+            try:
+                status, _ = await http.request("GET", HOST, self.port, "/readyz", {}, b"",
+                                               timeout=1.0, excerpt=64)
+                if status == 200:
+                    return Path(self.db + ".key").read_text().strip()
+            except OSError:
+                pass
+            await asyncio.sleep(0.05)
+        raise SystemExit("the daemon was not ready within 30 s")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def run_client(base: str, key: str, mix: str, conns: int, seconds: float,
+               ids: list[str], check: str = "") -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "client", "--base", base, "--key", key,
+           "--mix", mix, "--conns", str(conns), "--seconds", str(seconds),
+           "--ids", ",".join(ids)]
+    if check:
+        cmd += ["--check", check]
+    # the client imports this tree's schedd (its LeanHttp), whatever tree the daemon runs
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, env=env,
+                          cwd=tempfile.gettempdir())
+    for line in proc.stdout.splitlines():
+        if line.startswith("LOAD_JSON "):
+            result: dict[str, Any] = json.loads(line[len("LOAD_JSON "):])
+            return result
+    raise SystemExit(f"the load client failed: {proc.stderr[-2000:]}")
+
+
+async def creates_main(a: argparse.Namespace) -> None:
+    from schedd.webhook_http import LeanHttp
+
+    with tempfile.TemporaryDirectory(prefix="schedd-api-load-") as tmp:
+        d = Daemon(a.tree, Path(tmp))
+        try:
+            async with LeanHttp() as http:
+                key = await d.ready(http)
+            check = str(Path(tmp) / "created.txt")
+            cpu0 = d.cpu_s()
+            r = await asyncio.to_thread(run_client, d.base, key, "create", a.conns, a.seconds,
+                                        [], check)
+            cpu = d.cpu_s() - cpu0
+        finally:
+            d.stop()
+        acked = [x for x in Path(check).read_text().split("\n") if x]
+        con = sqlite3.connect(d.db)
+        try:
+            have = {row[0] for row in con.execute("SELECT id FROM schedules")}
+        finally:
+            con.close()
+        missing = sum(1 for x in acked if x not in have)
+    k = r["kinds"]["create"]
+    print(json.dumps({"tree": a.tree or str(HERE.parent), "conns": a.conns,
+                      "creates_per_s": k["per_s"], "p50_ms": k["p50_ms"], "p99_ms": k["p99_ms"],
+                      "statuses": r["statuses"],
+                      # the daemon's CPU over warm-up + window, per create answered in the window
+                      "daemon_cpu_us_per_create": round(1e6 * cpu / max(1, k["n"]), 1),
+                      "client_cpu_us_per_request": round(1e6 * r["client_cpu_s"] / max(1, k["n"]),
+                                                         1),
+                      "acknowledged": len(acked), "missing_in_db": missing}), flush=True)
+
+
+# ------------------------------------------------------------------ W3 with and without load
+async def start_sink(arrivals: list[tuple[float, str, str]]) -> tuple[Any, int]:
+    """A sink on 127.0.0.1 recording (arrival ms, schedule id, scheduled-for) per request."""
+    from aiohttp import web
+
+    async def hook(request: web.Request) -> web.Response:
+        h = request.headers
+        arrivals.append((time.time() * 1000, h["X-Schedd-Schedule-Id"],
+                         h["X-Schedd-Scheduled-For"]))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def w3_main(a: argparse.Namespace) -> None:
+    from schedd.webhook_http import LeanHttp
+
+    arrivals: list[tuple[float, str, str]] = []
+    runner, sink_port = await start_sink(arrivals)
+    with tempfile.TemporaryDirectory(prefix="schedd-w3-load-") as tmp:
+        d = Daemon(a.tree, Path(tmp))
+        try:
+            async with LeanHttp(max_connections=32) as http:
+                key = await d.ready(http)
+                hdr = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+                start = int(time.time()) + 3
+                for i in range(a.schedules):
+                    body = json.dumps({
+                        "name": f"w3-{i}", "schedule_type": "interval",
+                        "schedule_expression": "1s", "start_at": iso(start),
+                        "action_type": "webhook", "max_retries": 0, "overlap_policy": "ALLOW",
+                        "action_config": {"url": f"http://{HOST}:{sink_port}/hook",
+                                          "method": "POST", "body": {"i": i}},
+                    }).encode()
+                    status, _ = await http.request("POST", HOST, d.port, "/v1/schedules", hdr,
+                                                   body, timeout=10.0, excerpt=64)
+                    assert status == 201, status
+                ids = []
+                for i in range(100):  # noop schedules the mixed load reads and triggers
+                    status, body = await http.request(
+                        "POST", HOST, d.port, "/v1/schedules", hdr,
+                        noop_body(f"target-{i}", time.time() + YEAR_S), timeout=10.0,
+                        excerpt=1 << 16)
+                    ids.append(json.loads(body)["id"])
+            while time.time() < start + 2:
+                await asyncio.sleep(0.05)
+            # window 1: W3 alone
+            t_alone = int(time.time()) + 1
+            await asyncio.sleep(t_alone + a.seconds + 0.9 - time.time())
+            # window 2: W3 while the client drives the API (its 1 s warm-up first)
+            t_load = int(time.time()) + 2
+            load = asyncio.create_task(asyncio.to_thread(
+                run_client, d.base, key, "mixed", a.conns, a.seconds + 2, ids))
+            await asyncio.sleep(t_load + a.seconds + 0.9 - time.time())
+            result = await load
+            await asyncio.sleep(1.5)
+        finally:
+            d.stop()
+            await runner.cleanup()
+
+    def window(t0: int) -> dict[str, Any]:
+        """Every occurrence t0 <= t < t0 + seconds of every W3 schedule: once each."""
+        lo, hi = t0 * 1000, (t0 + a.seconds) * 1000
+        inside = [(arr, sid, iso_ms(s)) for arr, sid, s in arrivals if lo <= iso_ms(s) < hi]
+        seen = Counter((sid, t) for _, sid, t in inside)
+        late = [arr - t for arr, _, t in inside]
+        schedules = {sid for sid, _ in seen}
+        want = a.seconds * a.schedules
+        return {"fires": len(inside), "missing": want - len(seen),
+                "doubled": sum(n - 1 for n in seen.values()), "schedules": len(schedules),
+                "p50_ms": round(statistics.median(late), 2) if late else None,
+                "p99_ms": round(pct(late, 0.99), 2),
+                "max_ms": round(max(late), 2) if late else None}
+
+    alone, loaded = window(t_alone), window(t_load)
+    print(json.dumps({"tree": a.tree or str(HERE.parent), "schedules": a.schedules,
+                      "seconds": a.seconds, "alone": alone, "under_load": loaded,
+                      "p99_ratio": round(loaded["p99_ms"] / alone["p99_ms"], 2),
+                      "load": {"per_s": result["per_s"], "kinds": result["kinds"],
+                               "statuses": result["statuses"]}}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("creates")
+    c.add_argument("--tree", help="run the daemon from this source tree (PYTHONPATH)")
+    c.add_argument("--conns", type=int, default=16)
+    c.add_argument("--seconds", type=float, default=10.0)
+    w = sub.add_parser("w3")
+    w.add_argument("--tree")
+    w.add_argument("--schedules", type=int, default=200)
+    w.add_argument("--seconds", type=int, default=20)
+    w.add_argument("--conns", type=int, default=16)
+    cl = sub.add_parser("client")
+    cl.add_argument("--base", required=True)
+    cl.add_argument("--key", required=True)
+    cl.add_argument("--mix", choices=["create", "mixed"], required=True)
+    cl.add_argument("--conns", type=int, default=16)
+    cl.add_argument("--seconds", type=float, default=10.0)
+    cl.add_argument("--warmup", type=float, default=1.0)
+    cl.add_argument("--ids", default="")
+    cl.add_argument("--check", default="", help="write the ids answered 201 to this file")
+    a = ap.parse_args()
+    if a.cmd in ("creates", "w3") and not 1 <= a.conns <= 256:
+        ap.error("--conns must be 1..256")
+    if getattr(a, "seconds", 1) > 120:
+        ap.error("--seconds is at most 120 (the bench is bounded)")
+    try:
+        import uvloop
+        run = uvloop.run
+    except ImportError:  # pragma: no cover
+        run = asyncio.run
+    run({"creates": creates_main, "w3": w3_main, "client": client_main}[a.cmd](a))
+
+
+if __name__ == "__main__":
+    main()
