@@ -17,7 +17,7 @@ process is killed after 100 s.
 Variants
   aiohttp  ClientSession.request(method, url, data=, headers=,
            timeout=ClientTimeout(total=30), allow_redirects=False), a TCPConnector(limit=64,
-           ttl_dns_cache=300) and DummyCookieJar, exactly like schedd/actions.py
+           ttl_dns_cache=300) and DummyCookieJar, exactly like schedd/webhooks.py
   lean     LeanHttp(max_connections=64).request(...) after urlsplit of the same URL
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from schedd import actions, auth, timing
+from schedd import action_config, auth, timing
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.db import Conn
@@ -187,7 +187,7 @@ class Services:
         return ms
 
     def _action(self, action_type: str, config: Any) -> dict[str, Any]:
-        return actions.validate_action_config(
+        return action_config.validate_action_config(
             action_type, config, allow_commands=self.settings.allow_commands
         )
 
@@ -344,7 +344,7 @@ class Services:
             self._zone(patch["timezone"])
         if "action_config" in patch:
             _check_depth("action_config", patch["action_config"])
-            merged = actions.merge_redacted(s.action_config, patch["action_config"])
+            merged = action_config.merge_redacted(s.action_config, patch["action_config"])
             s.action_config = self._action(s.action_type.value, merged)
         for key in ("name", "description", "max_retries", "catchup_window_minutes",
                     "flexible_window_minutes", "overlap_policy", "rate_limit_per_minute",
@@ -454,7 +454,7 @@ class Services:
 
     def public_action_config(self, s: Schedule) -> dict[str, Any]:
         """The action config as reads show it: secrets and sensitive headers redacted."""
-        return actions.redact_config(s.action_type.value, s.action_config)
+        return action_config.redact_config(s.action_type.value, s.action_config)
 
     async def trigger_schedule(self, tenant_id: str, schedule_id: str) -> Run:
         s = await self.get_schedule(tenant_id, schedule_id)

@@ -644,14 +644,14 @@ def test_substitute_matches_one_regex_pass(text: str) -> None:
     # the split templates are cached; the result must be what one re.sub pass gives
     import re
 
-    from schedd.actions import _PLACEHOLDER_RE, _placeholder_value
+    from schedd.templates import PLACEHOLDER_RE, placeholder_value
     ctx = make_ctx(record={"email": "x@y", "n": 3, "evil": "{{run.id}}", "empty": ""})
 
     def expected(t: str) -> str:
         def one(m: re.Match[str]) -> str:
-            value = _placeholder_value(m.group(1), ctx)
+            value = placeholder_value(m.group(1), ctx)
             return m.group(0) if value is None else value
-        return _PLACEHOLDER_RE.sub(one, t)
+        return PLACEHOLDER_RE.sub(one, t)
     for _ in range(2):  # once filling the cache, once from it
         assert substitute(text, ctx) == expected(text)
 

@@ -12,19 +12,36 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "schedd"
 LEAVES = {"models", "errors", "clock", "config", "__init__"}
 
+# The action layer, one module per job (schedd/actions.py dispatches over them).
+ACTION_MODULES = {"actions", "action_config", "templates", "outcomes", "webhooks", "commands",
+                  "webhook_http"}
+_ABOVE_ACTIONS = {"db", "store", "engine", "services", "api", "daemon", "cli"}
+
 # module -> schedd modules it must not import
 FORBIDDEN: dict[str, set[str]] = {
-    "timing": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli", "policies"},
-    "policies": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli", "timing"},
-    "actions": {"db", "store", "engine", "services", "api", "daemon", "cli"},
-    "db": {"store", "engine", "services", "api", "actions", "daemon", "cli"},
-    "store": {"engine", "services", "api", "actions", "daemon", "cli"},
+    "timing": {"db", "store", "engine", "services", "api", "daemon", "cli", "policies",
+               *ACTION_MODULES},
+    "policies": {"db", "store", "engine", "services", "api", "daemon", "cli", "timing",
+                 *ACTION_MODULES},
+    # each kind can be read alone: the shared pieces import no kind, no kind imports
+    # another or the dispatcher
+    "actions": _ABOVE_ACTIONS,
+    "outcomes": _ABOVE_ACTIONS | ACTION_MODULES,
+    "action_config": _ABOVE_ACTIONS | ACTION_MODULES,
+    "templates": _ABOVE_ACTIONS | (ACTION_MODULES - {"outcomes"}),
+    "webhooks": _ABOVE_ACTIONS | {"actions", "commands"},
+    "commands": _ABOVE_ACTIONS | {"actions", "webhooks", "webhook_http"},
+    "webhook_http": _ABOVE_ACTIONS | (ACTION_MODULES - {"webhook_http"}),
+    "db": {"store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
+    "store": {"engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
     "engine": {"services", "api", "daemon", "cli"},
     "services": {"api", "daemon", "cli"},
-    "api": {"db", "store", "engine", "actions", "daemon", "cli"},
-    "models": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli", "timing"},
-    "errors": {"db", "store", "engine", "services", "api", "actions", "daemon", "cli"},
+    "api": {"db", "store", "engine", "daemon", "cli", *ACTION_MODULES},
+    "models": {"db", "store", "engine", "services", "api", "daemon", "cli", "timing",
+               *ACTION_MODULES},
+    "errors": {"db", "store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
 }
+_NO_WEB = {"litestar", "uvicorn", "sqlite3"}
 THIRD_PARTY_FORBIDDEN = {
     "store": {"litestar", "uvicorn", "aiohttp"},
     "db": {"litestar", "uvicorn", "aiohttp"},
@@ -32,6 +49,14 @@ THIRD_PARTY_FORBIDDEN = {
     "services": {"litestar", "uvicorn"},
     "timing": {"litestar", "sqlite3", "aiohttp"},
     "policies": {"litestar", "sqlite3", "aiohttp"},
+    "actions": _NO_WEB,
+    "webhooks": _NO_WEB,
+    "webhook_http": _NO_WEB | {"aiohttp"},
+    # only webhooks.py speaks HTTP
+    "outcomes": _NO_WEB | {"aiohttp"},
+    "action_config": _NO_WEB | {"aiohttp"},
+    "templates": _NO_WEB | {"aiohttp"},
+    "commands": _NO_WEB | {"aiohttp"},
 }
 
 

@@ -20,13 +20,14 @@ from types import TracebackType
 import aiohttp
 import pytest
 
-from schedd.actions import EXCERPT_BYTES, _read_excerpt
+from schedd.outcomes import EXCERPT_BYTES
 from schedd.webhook_http import (
     ConnectError,
     InvalidResponse,
     LeanHttp,
     ServerDisconnected,
 )
+from schedd.webhooks import read_excerpt
 
 HEADERS = {"Content-Type": "application/json", "Idempotency-Key": "run-1"}
 BODY = b'{"hello": "world"}'
@@ -606,7 +607,7 @@ async def aiohttp_as_schedd(url: str, method: str, timeout: float) -> tuple[int,
             timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
         ) as resp,
     ):
-        return resp.status, await _read_excerpt(resp)
+        return resp.status, await read_excerpt(resp)
 
 
 PARITY = [
