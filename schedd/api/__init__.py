@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from schedd import __version__
 from schedd.api import metrics, runs, schedules, system
 from schedd.api.errors import EXCEPTION_HANDLERS
+from schedd.api.openapi import finalize_openapi
 from schedd.auth import token_from_headers
 from schedd.services import Services
 
@@ -66,4 +67,6 @@ def create_app(
     )
     app.state.services = services
     app.state.readiness = readiness
+    # last, once every route is registered: the served document, made exact (docs/openapi.md)
+    finalize_openapi(app)
     return app
