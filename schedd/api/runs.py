@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from schedd.api.common import (
@@ -18,6 +19,7 @@ from schedd.api.common import (
     tenant_of,
 )
 from schedd.api.schemas import (
+    MAX_LIST_OFFSET,
     CancelIn,
     ClaimIn,
     CompleteIn,
@@ -43,7 +45,7 @@ async def list_runs(
     schedule_id: FromQuery[uuid.UUID | None] = None,
     status: FromQuery[RunStatus | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-    offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> RunList:
     runs, total = await services_of(request).list_runs(
         tenant_of(request), schedule_id=None if schedule_id is None else str(schedule_id),
@@ -80,7 +82,7 @@ async def list_schedule_runs(
     request: R,
     schedule_id: ScheduleIdPath,
     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-    offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> RunList:
     sid = path_uuid(schedule_id, "schedule_id")
     runs, total = await services_of(request).list_schedule_runs(
@@ -98,14 +100,17 @@ async def trigger_schedule(request: R, schedule_id: ScheduleIdPath) -> RunOut:
     return run_out(run)
 
 
-@post("/worker/claim", responses=ERRORS, summary="Claim a run (long poll)", status_code=200)
-async def claim(request: R, data: JSONBody[ClaimIn]) -> Response[Any]:
+@post("/worker/claim", responses={
+    **ERRORS, 204: ResponseSpec(None, description="No run came within wait_seconds"),
+}, summary="Claim a run (long poll)", status_code=200)
+async def claim(request: R, data: JSONBody[ClaimIn]) -> Response[RunOut]:
     run = await services_of(request).claim_work(
         tenant_of(request), list(dict.fromkeys(data.queues)), data.worker_id,
         data.wait_seconds, data.lease_seconds,
     )
     if run is None:
-        return Response(None, status_code=204)
+        # 204 has no body; the 200 body (the document's) is a RunOut
+        return cast("Response[RunOut]", Response(None, status_code=204))
     return Response(run_out(run), status_code=200)
 
 

@@ -16,7 +16,13 @@ from schedd.api.common import (
     services_of,
     tenant_of,
 )
-from schedd.api.schemas import ScheduleCreate, ScheduleList, ScheduleOut, ScheduleUpdate
+from schedd.api.schemas import (
+    MAX_LIST_OFFSET,
+    ScheduleCreate,
+    ScheduleList,
+    ScheduleOut,
+    ScheduleUpdate,
+)
 from schedd.models import ScheduleStatus
 
 R = Request[Any, Any, Any]
@@ -30,7 +36,7 @@ async def list_schedules(
     external_id: FromQuery[str | None] = None,
     status: FromQuery[ScheduleStatus | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> ScheduleList:
     svc = services_of(request)
     items, total = await svc.list_schedules(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -13,7 +13,6 @@ from schedd.models import (
     AfterCompletion,
     CatchupPolicy,
     OverlapPolicy,
-    ScheduleStatus,
     ScheduleType,
 )
 
@@ -22,9 +21,37 @@ from schedd.models import (
 MAX_BACKOFF_SECONDS = 31_536_000  # one year
 MAX_RATE_PER_MINUTE = 1_000_000
 MAX_OFFSET_DAYS = 36_500
+# A list's `offset`: far beyond any real table, and below 2^53 so that every JSON tool
+# (and schemathesis, which reads bounds as floats) keeps the bound exact.
+MAX_LIST_OFFSET = 1_000_000_000
+
+# What a JSON Schema cannot state is said in the descriptions (docs/openapi.md).
+_INSTANT = (
+    "An RFC 3339 date-time. A date-time without an offset is also accepted, as wall time in "
+    "`timezone`. Must lie between 1970-01-01 and 9999-01-01 UTC."
+)
 
 Name = Annotated[str, Meta(max_length=200)]
-Timezone = Annotated[str, Meta(max_length=50)]
+Timezone = Annotated[str, Meta(
+    max_length=50,
+    description="An IANA time zone name (`Europe/Berlin`, `UTC`) known to the server's tz "
+    "database; `localtime` and `posixrules` are refused.",
+)]
+Expression = Annotated[str, Meta(
+    min_length=1,
+    description="Required. Its syntax depends on `schedule_type`: `cron`: 5 fields or a macro "
+    "(`0 9 * * 1-5`, `@daily`); `interval`: a duration (`15m`, `1h30m`, `PT15M`); `once`: an "
+    "ISO 8601 date-time (wall time in `timezone` without an offset), no older than "
+    "`catchup_window_minutes` before now. The schedule must have an occurrence from now on. "
+    "See docs/scheduling.md.",
+)]
+Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, description=_INSTANT)]
+ActionConfig = Annotated[dict[str, Any], Meta(
+    description="Its fields depend on `action_type` (docs/api.md#actions): `webhook` "
+    "{url, method, headers, body, secret, timeout_seconds}, `command` {argv, env, cwd, "
+    "timeout_seconds} (only when the server allows commands), `worker` {queue, payload}, "
+    "`noop` {}. Unknown fields are refused; at most 64 levels deep.",
+)]
 CatchupWindow = Annotated[int, Meta(ge=0, le=1440)]
 FlexWindow = Annotated[int, Meta(ge=0, le=60)]
 MaxRetries = Annotated[int, Meta(ge=0, le=10)]
@@ -35,14 +62,25 @@ OffsetDays = Annotated[int, Meta(ge=-MAX_OFFSET_DAYS, le=MAX_OFFSET_DAYS)]
 
 
 class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A new schedule. Besides the constraints below, checked at creation (each a 422 naming
+    the field): `timezone` exists; `start_at`/`end_at` parse and `end_at` is after
+    `start_at`; `schedule_expression` is valid for `schedule_type` and has an occurrence from
+    now on; a `once` time is not older than the catch-up window; `action_config` is valid
+    for `action_type`. `relative` schedules are not accepted yet (422 on `schedule_type`).
+    With a `deduplication_key` already used by this tenant, the existing schedule is
+    answered (200) unchanged."""
+
     name: Name
     schedule_type: ScheduleType
     action_type: ActionType
-    action_config: dict[str, Any]
-    schedule_expression: str | None = None
+    action_config: ActionConfig
+    schedule_expression: Expression | None = None
     timezone: Timezone = "UTC"
-    start_at: str | None = None
-    end_at: str | None = None
+    start_at: Instant | None = None
+    end_at: Annotated[str, Meta(
+        extra_json_schema={"format": "date-time"},
+        description=_INSTANT + " Must be after `start_at`.",
+    )] | None = None
     description: str | None = None
     customer_id: uuid.UUID | None = None
     external_id: str | None = None
@@ -63,9 +101,13 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Partial update: absent fields keep their value."""
+    """Partial update: absent fields keep their value. A new `schedule_expression` or
+    `timezone` recomputes the next run from now and is checked as at creation (422 naming
+    it); `action_config` is checked against the schedule's `action_type` (a redacted
+    secret sent back unchanged keeps the stored one). `status` pauses or resumes; a
+    completed schedule cannot be paused or resumed (409)."""
 
-    action_config: dict[str, Any] | UnsetType = UNSET
+    action_config: ActionConfig | UnsetType = UNSET
     catchup_window_minutes: CatchupWindow | UnsetType = UNSET
     description: str | UnsetType | None = UNSET
     flexible_window_minutes: FlexWindow | UnsetType = UNSET
@@ -73,8 +115,8 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     overlap_policy: OverlapPolicy | UnsetType = UNSET
     rate_limit_per_minute: RateLimit | UnsetType | None = UNSET
-    schedule_expression: str | UnsetType = UNSET
-    status: ScheduleStatus | UnsetType = UNSET
+    schedule_expression: Expression | UnsetType = UNSET
+    status: Literal["active", "paused"] | UnsetType = UNSET
     timezone: Timezone | UnsetType = UNSET
 
     def present(self) -> dict[str, Any]:

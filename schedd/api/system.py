@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 
 from schedd import timing
@@ -21,7 +22,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", opt={"public": True}, summary="Readiness")
+@get("/readyz", opt={"public": True}, summary="Readiness", responses={
+    503: ResponseSpec(dict[str, Any], description="The database or the scheduler loop is "
+                      "not working; the body says which", generate_examples=False),
+})
 async def readyz(request: R) -> Response[dict[str, Any]]:
     """200 when the database answers and the scheduler loop is alive; 503 otherwise."""
     svc = services_of(request)
@@ -46,9 +50,15 @@ async def readyz(request: R) -> Response[dict[str, Any]]:
 async def preview(
     request: R,
     schedule_type: FromQuery[ScheduleType],
-    schedule_expression: FromQuery[str],
-    timezone: Annotated[str, QueryParameter(max_length=50)] = "UTC",
-    after: FromQuery[str | None] = None,
+    schedule_expression: Annotated[str, QueryParameter(
+        min_length=1, description="As a schedule's (docs/scheduling.md); its syntax depends "
+        "on `schedule_type`.")],
+    timezone: Annotated[str, QueryParameter(
+        max_length=50, description="An IANA time zone name known to the server.")] = "UTC",
+    after: Annotated[str | None, QueryParameter(
+        format="date-time", description="Times strictly after this instant (default: now). "
+        "An RFC 3339 date-time; one without an offset is also accepted, as wall time in "
+        "`timezone`. Between 1970-01-01 and 9999-01-01 UTC.")] = None,
     count: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
 ) -> PreviewOut:
     svc = services_of(request)
