@@ -1,0 +1,48 @@
+"""Rules the OpenAPI document states in words because a JSON Schema cannot state them.
+
+tests/test_openapi_fuzz.py accepts a 422 on a schema-valid ("positive") request only when
+EVERY item of its `detail` is listed here for that operation: its `loc` starts with the
+listed prefix and its `msg` matches the listed pattern. Anything else a schema-valid
+request is refused for is a finding: put the constraint in the schema instead (msgspec
+`Meta`, `forbid_unknown_fields`, Litestar `Parameter`; docs/openapi.md).
+
+Each entry must be described in the field's or the operation's description in the
+document (a test checks that the field has a description). Keys are schemathesis's
+operation labels, "METHOD /path/{param}" as the document spells the path.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+ANY: Final = r"(?s).*"
+# timing.parse_instant_ms / the range check: an instant the schema's format allows but the
+# server cannot place (outside 1970..9999, or a local time the zone does not have)
+_INSTANT: Final = ANY
+_ZONE: Final = ANY  # an IANA zone name: only the tz database knows the list
+_EXPRESSION: Final = ANY  # cron / interval / once syntax, occurrences, the catch-up window
+
+Rule = tuple[tuple[str | int, ...], str]
+
+SEMANTIC_422: Final[dict[str, list[Rule]]] = {
+    "POST /v1/schedules": [
+        (("body", "schedule_expression"), _EXPRESSION),
+        (("body", "schedule_type"), r"relative schedules are not supported yet"),
+        (("body", "timezone"), _ZONE),
+        (("body", "start_at"), _INSTANT),
+        (("body", "end_at"), _INSTANT),  # also: end_at must be after start_at
+        (("body", "action_type"), r"command actions are disabled"),
+        (("body", "action_config"), ANY),  # its shape depends on action_type
+    ],
+    "PUT /v1/schedules/{schedule_id}": [
+        (("body", "schedule_expression"), _EXPRESSION),
+        (("body", "timezone"), _ZONE),
+        (("body", "action_config"), ANY),
+    ],
+    "GET /v1/preview": [
+        (("query", "schedule_expression"), _EXPRESSION),
+        (("query", "schedule_type"), r"relative"),
+        (("query", "timezone"), _ZONE),
+        (("query", "after"), _INSTANT),
+    ],
+}

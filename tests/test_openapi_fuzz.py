@@ -1,0 +1,170 @@
+"""Property-based test of the whole HTTP API against its own OpenAPI document (schemathesis).
+
+Every operation in `/schema/openapi.json` is a test case here, found by reading the
+document: a router added to create_app is covered without touching this file. Requests are
+generated from the document with a fixed seed, derandomized, a bounded number per
+operation, and sent in-process (ASGI) to the real app built by daemon.build_app, its
+lifespan running (database on a temp dir, engine on a fake clock that never moves, so no
+schedule fires on its own), always with a valid API key. The test fails on:
+
+- any 5xx (`not_a_server_error`);
+- a schema-valid request refused (`positive_data_acceptance`: anything but 2xx, 404, 409),
+  except a 422 for a rule the document states in words (tests/openapi_rules.py);
+- a 401 (the key is valid: a 401 is a bug in the guard);
+- an answer that breaks the document: undeclared status (`status_code_conformance`),
+  content type (`content_type_conformance`), headers (`response_headers_conformance`) or
+  body (`response_schema_conformance`).
+
+How to run one operation and read a failure: docs/openapi.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from openapi_rules import SEMANTIC_422
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    positive_data_acceptance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from schedd.api.openapi import served_openapi
+from schedd.clock import FakeClock
+from schedd.config import Settings
+from schedd.daemon import build_app
+
+SEED = 20261204
+# Examples per operation in the fuzzing phase (the examples and coverage phases add their
+# own, bounded by the schema). The whole file takes about a minute on the 2-core CI box.
+MAX_EXAMPLES = 25
+T0 = 1_795_338_000_000  # 2026-11-22T09:00:00Z; the fake clock stays there
+
+# The app is built at import, so that its document can parametrize the test; nothing runs
+# (no database, no engine) until the fixture starts its lifespan.
+_DIR = tempfile.mkdtemp(prefix="schedd-openapi-")
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
+_DB = str(Path(_DIR) / "schedd.db")
+APP = build_app(Settings(db=_DB, shutdown_grace_seconds=1), FakeClock(T0))
+# exactly what GET /schema/openapi.json answers (the fixture checks it)
+DOCUMENT: dict[str, Any] = served_openapi(APP)
+
+CONFIG = schemathesis.Config.from_dict({
+    "seed": SEED,
+    "generation": {
+        "mode": "positive",
+        "deterministic": True,
+        "max-examples": MAX_EXAMPLES,
+        # the key is sent by the test; schemathesis must not invent credentials
+        "with-security-parameters": False,
+        "database": "none",
+    },
+    # stateful testing links operations through responses; not part of this bounded run
+    "phases": {"stateful": {"enabled": False}},
+    "checks": {
+        # a random id that does not exist (404) or a state that forbids the action (409)
+        # are correct answers to a well-formed request; 401, 403, 429 and 5xx are not
+        "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "409"]},
+    },
+})
+
+
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+schema.app = APP  # requests go to the app in-process, through its ASGI interface
+
+
+@pytest.fixture(scope="module")
+def auth() -> Iterator[dict[str, str]]:
+    with asgi.get_client(APP) as client:  # starts the app's lifespan (database, engine)
+        key = Path(_DB + ".key").read_text().strip()
+        served = client.get("/schema/openapi.json")
+        assert served.status_code == 200
+        assert served.json() == DOCUMENT
+        yield {"Authorization": f"Bearer {key}"}
+    asgi.shutdown_lifespans()
+
+
+def _semantic_422(case: schemathesis.Case, response: schemathesis.Response) -> bool:
+    """A 422 whose every item is a rule the document states in words (openapi_rules.py)."""
+    rules = SEMANTIC_422.get(case.operation.label)
+    if response.status_code != 422 or not rules:
+        return False
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    if not isinstance(detail, list) or not detail:
+        return False
+    for item in detail:
+        loc = tuple(item.get("loc", ())) if isinstance(item, dict) else ()
+        msg = str(item.get("msg", "")) if isinstance(item, dict) else ""
+        if not any(loc[: len(prefix)] == prefix and re.match(pattern, msg)
+                   for prefix, pattern in rules):
+            return False
+    return True
+
+
+def positive_data_accepted(ctx: Any, response: schemathesis.Response,
+                           case: schemathesis.Case) -> bool | None:
+    """schemathesis's positive_data_acceptance, less the 422s listed in openapi_rules.py."""
+    if _semantic_422(case, response):
+        return None
+    result: bool | None = positive_data_acceptance(ctx, response, case)
+    return result
+
+
+def never_unauthorized(ctx: Any, response: schemathesis.Response,
+                       case: schemathesis.Case) -> bool | None:
+    """Every request carries a valid key, so a 401 is a bug (the guard, or a lost key)."""
+    assert response.status_code != 401, (
+        f"401 with a valid key on {case.operation.label}: {response.text[:300]}")
+    return None
+
+
+# operation -> the body field that makes it wait on the wall clock
+LONG_POLLS = {"POST /v1/worker/claim": "wait_seconds"}
+
+CHECKS = [
+    not_a_server_error,
+    positive_data_accepted,
+    never_unauthorized,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+@schema.parametrize()
+@settings(database=None, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+def test_operation_conforms(case: schemathesis.Case, auth: dict[str, str]) -> None:
+    poll = LONG_POLLS.get(case.operation.label)
+    if poll is not None and isinstance(case.body, dict):
+        # a long poll waits on the wall clock (up to 30 s); 0 is inside the documented range
+        # and keeps the run short
+        case.body[poll] = 0
+    case.call_and_validate(headers=auth, checks=CHECKS)
+
+
+def test_every_route_is_exercised() -> None:
+    """The parametrized test covers every operation the app documents (and only those:
+    a route left out of the schema is left out of this test, so that must be deliberate)."""
+    labels = {result.ok().label for result in schema.get_all_operations()}
+    documented = {f"{m.upper()} {p}" for p, item in DOCUMENT["paths"].items()
+                  for m in item if m in {"get", "put", "post", "delete", "patch"}}
+    assert documented, "the document lists no operations"
+    assert labels == documented
