@@ -66,6 +66,7 @@ __all__ = [
     "is_sensitive",
     "merge_redacted",
     "redact_config",
+    "request_headers_problem",
     "url_problem",
     "validate_action_config",
 ]
@@ -210,6 +211,32 @@ def header_value_problem(value: str) -> str | None:
         return f"is longer than {HEADER_VALUE_MAX} characters"
     if _HEADER_VALUE_BAD_RE.search(value):
         return "contains a control character (CR, LF, NUL ...)"
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _header_names_problem(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
+            return f"header name {str(name)[:80]!r} is not a valid HTTP token"
+        if len(name) > HEADER_NAME_MAX:
+            return f"header name longer than {HEADER_NAME_MAX} characters"
+    return None
+
+
+def request_headers_problem(headers: dict[str, str]) -> str | None:
+    """Why a built request's headers cannot be sent, or None (SPEC §10: checked after
+    placeholders are filled, every name and value, whoever wrote the config). Never
+    echoes a value. The common case costs one cached lookup and one regex scan."""
+    problem = _header_names_problem(tuple(headers))
+    if problem:
+        return problem
+    joined = "".join(headers.values())
+    if len(joined) > HEADER_VALUE_MAX or _HEADER_VALUE_BAD_RE.search(joined):
+        for name, value in headers.items():
+            problem = header_value_problem(value)
+            if problem:
+                return f"header {name} after substitution {problem}"
     return None
 
 

@@ -24,7 +24,7 @@ engine's task survives it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -37,7 +37,9 @@ from schedd.action_config import (
     validate_action_config,
 )
 from schedd.commands import CommandRunner
+from schedd.config import Settings
 from schedd.models import ActionType
+from schedd.netpolicy import DEFAULT_DENY_NETWORKS, NetworkPolicy
 from schedd.outcomes import EXCERPT_BYTES, Outcome, RunContext, describe
 from schedd.templates import substitute
 from schedd.webhooks import (
@@ -155,13 +157,19 @@ class ActionRunner:
         follow_redirects: bool = False,
         allow_commands: bool = False,
         lean_http: bool = True,
+        deny_networks: Iterable[str] = DEFAULT_DENY_NETWORKS,
+        allow_private: bool = True,
         now_s: Callable[[], float],
     ) -> None:
         """lean_http: plain-http webhooks go through schedd.webhook_http (not when
-        redirects are followed); everything else, and all with False, through aiohttp."""
+        redirects are followed); everything else, and all with False, through aiohttp.
+        deny_networks, allow_private: the network policy (schedd/netpolicy.py), checked
+        on the resolved address of every new webhook connection."""
         self._webhooks = WebhookSender(max_connections=max_connections,
                                        follow_redirects=follow_redirects,
-                                       lean_http=lean_http, now_s=now_s)
+                                       lean_http=lean_http,
+                                       policy=NetworkPolicy(deny_networks, allow_private),
+                                       now_s=now_s)
         self._commands = CommandRunner(allow_commands=allow_commands)
         self._executors: dict[str, _Executor] = {
             ActionType.webhook: _Webhook(self._webhooks, user_agent),
@@ -169,6 +177,21 @@ class ActionRunner:
             ActionType.worker: _Worker(),
             ActionType.noop: _Noop(),
         }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, user_agent: str,
+                      now_s: Callable[[], float]) -> ActionRunner:
+        """The runner the daemon uses: every [actions] setting applied."""
+        return cls(
+            user_agent=user_agent,
+            max_connections=settings.webhook_max_connections,
+            follow_redirects=settings.webhook_follow_redirects,
+            allow_commands=settings.allow_commands,
+            lean_http=settings.webhook_client == "lean",
+            deny_networks=settings.webhook_deny_networks,
+            allow_private=settings.webhook_allow_private,
+            now_s=now_s,
+        )
 
     @property
     def TERM_GRACE_SECONDS(self) -> float:

@@ -77,17 +77,24 @@ class CommandRunner:
             )
 
         loop = asyncio.get_running_loop()
+        spawn = asyncio.ensure_future(loop.subprocess_exec(
+            lambda: _TailProtocol(loop),
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        ))
         try:
-            transport, proto = await loop.subprocess_exec(
-                lambda: _TailProtocol(loop),
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-            )
+            # shielded: the process runs before subprocess_exec returns (its pipes are
+            # still being connected); cancelled there, asyncio would kill the leader
+            # alone and leave the rest of its group running
+            transport, proto = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            await _finish_despite_cancel(self._end_spawned(spawn))
+            raise
         except (OSError, ValueError) as exc:
             return Outcome(ok=False, error_code="spawn_failed", error_message=describe(exc))
 
@@ -123,6 +130,19 @@ class CommandRunner:
         else:
             message = f"exit status {returncode}"
         return Outcome(ok=False, error_code="exit_status", error_message=message, result=result)
+
+    async def _end_spawned(
+        self, spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, _TailProtocol]]
+    ) -> None:
+        """Cancelled while spawning: once the spawn is done, end the group it started."""
+        try:
+            transport, proto = await spawn
+        except (OSError, ValueError):
+            return  # nothing runs
+        try:
+            await self._end_group(transport.get_pid(), proto)
+        finally:
+            transport.close()
 
     async def _end_group(self, pgid: int, proto: _TailProtocol) -> None:
         """SIGTERM the process group, wait for the grace, then SIGKILL; reap the leader."""

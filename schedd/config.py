@@ -6,6 +6,7 @@ example file and the docs are checked against this declaration by the tests.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,17 @@ import msgspec
 from msgspec import Meta
 
 from schedd.errors import ConfigError
+
+#: Link-local ranges (cloud metadata at 169.254.169.254) and the other cloud metadata
+#: addresses: AWS over IPv6, Alibaba Cloud. See schedd/netpolicy.py.
+WEBHOOK_DENY_NETWORKS_DEFAULT: tuple[str, ...] = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "100.100.100.200/32",
+)
+#: Settings given as a list: an environment variable holds them comma-separated.
+_LIST_FIELDS = frozenset({"webhook_deny_networks"})
 
 
 def _m(section: str, doc: str, **kw: Any) -> Meta:
@@ -60,6 +72,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     webhook_follow_redirects: Annotated[
         bool, _m("actions", "follow HTTP redirects of webhook answers")
     ] = False
+    webhook_deny_networks: Annotated[
+        tuple[str, ...],
+        _m("actions", "networks webhooks never connect to (CIDR), checked on resolved addresses"),
+    ] = WEBHOOK_DENY_NETWORKS_DEFAULT
+    webhook_allow_private: Annotated[
+        bool, _m("actions", "let webhooks reach loopback and private addresses")
+    ] = True
+    webhook_client: Annotated[
+        Literal["lean", "aiohttp"],
+        _m("actions", "HTTP client of plain-http webhooks: the lean one, or aiohttp for all"),
+    ] = "lean"
     # [logging]
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], _m("logging", "least severe level logged")
@@ -107,7 +130,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for name in FIELDS:
         raw = env.get("SCHEDD_" + name.upper())
         if raw is not None:
-            out[name] = raw
+            out[name] = ([v.strip() for v in raw.split(",") if v.strip()]
+                         if name in _LIST_FIELDS else raw)
     return out
 
 
@@ -122,6 +146,12 @@ def _convert(values: dict[str, Any], source: str, *, strict: bool) -> dict[str, 
         msg, _, path = str(exc).partition(" - at `$.")
         key = path.rstrip("`") or "?"
         raise ConfigError(f"{source}: {key}: {msg}") from None
+    for network in values.get("webhook_deny_networks", ()):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"{source}: webhook_deny_networks: {network!r} is not an IP "
+                              "network (CIDR, e.g. 10.0.0.0/8)") from None
     return values
 
 
@@ -180,6 +210,8 @@ def render_example() -> str:
 
 
 def _toml_value(v: Any) -> str:
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(_toml_value(item) for item in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):

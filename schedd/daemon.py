@@ -46,11 +46,8 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
         key_path = await services.ensure_first_key(settings.db + ".key")
         if key_path is not None:
             log.info("created the first API key (tenant 'default'); it is in %s", key_path)
-        runner = await stack.enter_async_context(ActionRunner(
-            user_agent=f"schedd/{__version__}",
-            max_connections=settings.webhook_max_connections,
-            follow_redirects=settings.webhook_follow_redirects,
-            allow_commands=settings.allow_commands,
+        runner = await stack.enter_async_context(ActionRunner.from_settings(
+            settings, user_agent=f"schedd/{__version__}",
             now_s=lambda: clock.now_ms() / 1000.0,
         ))
         engine = Engine(store, clock, settings, runner, metrics=Metrics())

@@ -17,8 +17,9 @@ What it does, and what it leaves to the caller:
   always computed here: ``len(body)``, or ``0`` for a bodyless request whose method is
   not GET/HEAD/OPTIONS/TRACE (aiohttp's rule). A caller's own ``Content-Length`` or
   ``Transfer-Encoding`` is left out. Nothing else is added (no ``Accept``,
-  ``Accept-Encoding``, ``User-Agent`` or ``Connection``); header names and values are
-  not checked — the caller validated them.
+  ``Accept-Encoding``, ``User-Agent`` or ``Connection``). The caller validates header
+  names and values; as a last defence a request whose head holds a CR, LF or NUL other
+  than its line ends raises :class:`InvalidRequest` before anything is sent.
 - The response is parsed by httptools (llhttp): Content-Length, chunked and
   read-until-close bodies; 1xx interim responses are skipped; HEAD, 204 and 304 have no
   body. The result is the status and at most ``excerpt`` bytes of the (undecoded) body.
@@ -42,13 +43,19 @@ What it does, and what it leaves to the caller:
   :class:`ServerDisconnected` (closed before the response headers were complete),
   :class:`InvalidResponse` (not parseable as HTTP/1.x). Names are resolved with the
   loop's getaddrinfo on every new connection (keep-alive makes that rare).
+- ``address_check(ip)``, when given, is called for every resolved address of a new
+  connection; addresses it refuses (by raising an OSError) are not connected to, and when
+  it refuses them all its first error is raised as is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, cast
 
@@ -76,6 +83,17 @@ class ServerDisconnected(ConnectionError):
 
 class InvalidResponse(ConnectionError):
     """The server's answer is not a valid HTTP/1.x response."""
+
+
+class InvalidRequest(ValueError):
+    """A header name or value (or the request target) holds CR, LF or NUL: nothing sent."""
+
+
+class _Refused(Exception):
+    """Internal: every resolved address was refused by the address check."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
 
 
 class _NothingReceived(Exception):
@@ -256,10 +274,13 @@ class _Conn(asyncio.Protocol):
 class LeanHttp:
     """Keep-alive HTTP/1.1 client for plain-http webhooks; see the module docstring."""
 
-    def __init__(self, max_connections: int = 64, keepalive_timeout: float = 15.0) -> None:
+    def __init__(self, max_connections: int = 64, keepalive_timeout: float = 15.0,
+                 address_check: Callable[[str], None] | None = None) -> None:
+        """address_check(ip): raise an OSError to refuse connecting to that address."""
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._limit = max_connections
+        self._address_check = address_check
         self._keepalive = keepalive_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: dict[_Key, list[_Conn]] = {}
@@ -423,7 +444,13 @@ class LeanHttp:
         self._open += 1
         self._conns.add(conn)
         try:
-            transport, _ = await self.loop.create_connection(lambda: conn, host, port)
+            if self._address_check is None:
+                transport, _ = await self.loop.create_connection(lambda: conn, host, port)
+            else:
+                transport = await self._connect_checked(conn, host, port, self._address_check)
+        except _Refused as refused:
+            conn.close()
+            raise refused.error from None
         except OSError as exc:
             conn.close()
             raise ConnectError(host, port, exc) from exc
@@ -439,6 +466,38 @@ class LeanHttp:
             raise ServerDisconnected("connection closed as it was opened")
         conn.busy = True
         return conn
+
+    async def _connect_checked(self, conn: _Conn, host: str, port: int,
+                               check: Callable[[str], None]) -> asyncio.Transport:
+        """Resolve `host` here (not in create_connection), keep the addresses `check`
+        accepts, and connect to the first of them that answers: the address checked is
+        the address connected to."""
+        loop = self.loop
+        if _is_ip_literal(host):
+            addresses = [host]
+        else:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        permitted: list[str] = []
+        refusal: OSError | None = None
+        for address in addresses:
+            try:
+                check(address)
+            except OSError as exc:
+                refusal = refusal or exc
+                continue
+            permitted.append(address)
+        if not permitted:
+            raise _Refused(refusal or OSError(f"{host} resolved to no address"))
+        error: OSError | None = None
+        for address in permitted:
+            try:
+                transport, _ = await loop.create_connection(lambda: conn, address, port)
+                return transport
+            except OSError as exc:
+                error = exc
+        assert error is not None
+        raise error
 
     def _release(self, conn: _Conn) -> None:
         if not conn.busy:
@@ -520,8 +579,24 @@ def _serialize(
         lines.append("Content-Length: 0\r\n\r\n")
     else:
         lines.append("\r\n")
-    data = "".join(lines).encode("utf-8")
+    head = "".join(lines)
+    # Every line ends in the one CRLF put there above, the last one twice: any other CR,
+    # LF or NUL came from a header name or value (or the target), and would split the
+    # request (header injection, request smuggling). The caller checks first; this is
+    # the last line of defence, three C scans of the head.
+    breaks = len(lines) + (lines[-1] != "\r\n")
+    if head.count("\n") != breaks or head.count("\r") != breaks or "\x00" in head:
+        raise InvalidRequest("a header name or value holds CR, LF or NUL")
+    data = head.encode("utf-8")
     return (data + body if body else data), replayable
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _host_header(host: str, port: int) -> str:

@@ -45,14 +45,15 @@ import msgspec
 from schedd.action_config import (
     REDACTED,
     WEBHOOK_TIMEOUT_DEFAULT,
-    header_value_problem,
     is_reserved_header,
     is_sensitive,
+    request_headers_problem,
     url_problem,
 )
+from schedd.netpolicy import ForbiddenAddress, NetworkPolicy
 from schedd.outcomes import EXCERPT_BYTES, Outcome, RunContext, describe, fmt_seconds, one_line
 from schedd.templates import substitute, substitute_text
-from schedd.webhook_http import ConnectError, LeanHttp
+from schedd.webhook_http import ConnectError, InvalidRequest, LeanHttp
 
 __all__ = [
     "WebhookRequest",
@@ -183,6 +184,19 @@ def _plain_http_target(url: str) -> tuple[str, int, str] | None:
     return parts.hostname, parts.port or 80, target
 
 
+def _forbidden(exc: ForbiddenAddress, url: str = "", where: str = "") -> Outcome:
+    """forbidden_address, naming the host, the address and the rule (never a query)."""
+    if not where:
+        try:
+            parts = urlsplit(url)
+            where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        except ValueError:
+            where = "the host"
+    return Outcome(ok=False, error_code="forbidden_address",
+                   error_message=one_line(f"ForbiddenAddress: will not connect to {where}: "
+                                          f"{exc.describe()}"))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         os_error = exc.os_error
@@ -218,10 +232,14 @@ class WebhookSender:
         max_connections: int = 100,
         follow_redirects: bool = False,
         lean_http: bool = True,
+        policy: NetworkPolicy | None = None,
         now_s: Callable[[], float],
     ) -> None:
         """lean_http: plain-http webhooks go through schedd.webhook_http (not when
-        redirects are followed); everything else, and all with False, through aiohttp."""
+        redirects are followed); everything else, and all with False, through aiohttp.
+        policy: checked on the resolved address of every new connection, in both
+        clients (None: no check)."""
+        self._policy = policy
         self._max_connections = max_connections
         self._follow_redirects = follow_redirects
         self._now_s = now_s
@@ -236,7 +254,11 @@ class WebhookSender:
     async def __aenter__(self) -> WebhookSender:
         if self._session is not None:
             raise RuntimeError("WebhookSender is already open")
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+        policy = self._policy
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ttl_dns_cache=300,
+            # called for every address aiohttp connects to, IP literals and redirects too
+            socket_factory=policy.socket_factory if policy is not None else None)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -244,7 +266,8 @@ class WebhookSender:
             raise_for_status=False,
         )
         if self._use_lean:
-            self._lean = LeanHttp(max_connections=self._max_connections)
+            self._lean = LeanHttp(max_connections=self._max_connections,
+                                  address_check=policy.check if policy is not None else None)
         return self
 
     async def __aexit__(
@@ -274,17 +297,10 @@ class WebhookSender:
                 error_code="invalid_request",
                 error_message=f"url after substitution {problem}",
             )
-        for name in config.get("headers") or ():
-            # the config's headers, after substitution; schedd's own are built from ids,
-            # numbers and timestamps and cannot hold a control character
-            value = req.headers.get(name)
-            problem = None if value is None else header_value_problem(value)
-            if problem:
-                return Outcome(
-                    ok=False,
-                    error_code="invalid_request",
-                    error_message=one_line(f"header {name} after substitution {problem}"),
-                )
+        problem = request_headers_problem(req.headers)
+        if problem:
+            return Outcome(ok=False, error_code="invalid_request",
+                           error_message=one_line(problem))
 
         data = msgspec.json.encode(req.body) if req.has_body else None
         headers = dict(req.headers)
@@ -328,6 +344,16 @@ class WebhookSender:
             )
         except aiohttp.ClientResponseError as exc:  # e.g. too many redirects
             return Outcome(ok=False, error_code="http_status", error_message=_describe(exc))
+        except ForbiddenAddress as exc:  # the lean client
+            return _forbidden(exc, url=req.url)
+        except InvalidRequest:  # the lean client's last defence; checked above first
+            return Outcome(ok=False, error_code="invalid_request",
+                           error_message="a header holds CR, LF or NUL")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ForbiddenAddress):
+                # the connection's host: a redirect's, when one was followed
+                return _forbidden(exc.os_error, where=f"{exc.host}:{exc.port}")
+            return Outcome(ok=False, error_code="connection", error_message=_describe(exc))
         except (aiohttp.ClientError, OSError) as exc:
             return Outcome(ok=False, error_code="connection", error_message=_describe(exc))
 

@@ -29,6 +29,7 @@ from schedd.actions import (
     substitute,
     validate_action_config,
 )
+from schedd.commands import CommandRunner
 from schedd.errors import InvalidField
 
 try:
@@ -1080,6 +1081,38 @@ async def test_command_cancellation_sigkills_after_grace(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert 0.25 <= time.monotonic() - started < 15  # waited the grace, then SIGKILL
+    assert not pid_alive(shell_pid)
+    assert await wait_gone(sleep_pid)
+
+
+async def test_command_cancelled_while_spawning_ends_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process runs before loop.subprocess_exec returns (its pipes are still being
+    # connected). A cancel in that window once left the group's other members running
+    # (asyncio killed the leader alone), and the grace test flaked on a busy box.
+    pidfile = tmp_path / "pids"
+    loop = asyncio.get_running_loop()
+    real = loop.subprocess_exec
+    in_spawn = asyncio.Event()
+
+    async def slow_exec(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        await wait_pids(pidfile)
+        in_spawn.set()
+        await asyncio.sleep(0.2)  # still "spawning" when the cancel comes
+        return result
+
+    monkeypatch.setattr(loop, "subprocess_exec", slow_exec)
+    script = (f"trap '' TERM; sleep 30 & echo \"$$ $!\" > {pidfile}.t"
+              f" && mv {pidfile}.t {pidfile}; wait")
+    commands = CommandRunner(allow_commands=True, term_grace_seconds=0.3)
+    task = asyncio.create_task(commands.run(command(["sh", "-c", script]), make_ctx()))
+    await asyncio.wait_for(in_spawn.wait(), 5)
+    shell_pid, sleep_pid = await wait_pids(pidfile)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert not pid_alive(shell_pid)
     assert await wait_gone(sleep_pid)
 

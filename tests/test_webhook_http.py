@@ -23,6 +23,7 @@ import pytest
 from schedd.outcomes import EXCERPT_BYTES
 from schedd.webhook_http import (
     ConnectError,
+    InvalidRequest,
     InvalidResponse,
     LeanHttp,
     ServerDisconnected,
@@ -675,3 +676,63 @@ def test_under_uvloop() -> None:
                 await post(http, srv, timeout=0.1)
 
     uvloop.run(scenario())
+
+
+# ------------------------------------------------------------- SPEC §10 in the lean client
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-A": "v\r\nInjected: 1"},
+    {"X-A": "v\nInjected: 1"},
+    {"X-A": "v\rx"},
+    {"X-A": "v\x00x"},
+    {"X-A\r\nInjected": "v"},
+])
+async def test_a_header_with_cr_lf_or_nul_is_refused_before_connecting(
+    headers: dict[str, str],
+) -> None:
+    # the caller checks first (schedd.webhooks); this is the client's own last defence
+    async with Server(keep_alive(ok())) as srv, LeanHttp() as http:
+        with pytest.raises(InvalidRequest):
+            await http.request("POST", "127.0.0.1", srv.port, "/", headers, BODY, 5.0, 4096)
+        assert srv.connections == 0
+        # and a clean request on the same client goes through
+        status, _ = await http.request("POST", "127.0.0.1", srv.port, "/",
+                                       {"X-A": "v\tw"}, BODY, 5.0, 4096)
+        assert status == 200
+        assert srv.requests[0].headers["x-a"] == "v\tw"
+
+
+class Refused(OSError):
+    pass
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_address_check_sees_the_resolved_address(host: str) -> None:
+    seen: list[str] = []
+
+    def refuse_loopback(address: str) -> None:
+        seen.append(address)
+        if address in ("127.0.0.1", "::1"):
+            raise Refused(f"{address} refused")
+
+    async with Server(keep_alive(ok())) as srv, \
+            LeanHttp(address_check=refuse_loopback) as http:
+        with pytest.raises(Refused):  # raised as is, not wrapped in ConnectError
+            await http.request("GET", host, srv.port, "/", {}, None, 5.0, 4096)
+        assert srv.connections == 0
+        assert http.open_connections == 0  # the refused attempt gave its slot back
+    assert "127.0.0.1" in seen
+
+
+async def test_address_check_connects_to_a_permitted_address_only() -> None:
+    # localhost may resolve to ::1 and 127.0.0.1; refusing ::1 must still reach the
+    # server on 127.0.0.1, and refusing 127.0.0.1 never connects to it
+    def refuse_v6(address: str) -> None:
+        if ":" in address:
+            raise Refused(address)
+
+    async with Server(keep_alive(ok())) as srv, LeanHttp(address_check=refuse_v6) as http:
+        status, _ = await http.request("GET", "localhost", srv.port, "/", {}, None, 5.0, 4096)
+        assert status == 200
+        assert srv.connections == 1
