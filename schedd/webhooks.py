@@ -342,8 +342,15 @@ class WebhookSender:
             return Outcome(
                 ok=False, error_code="invalid_request", error_message="InvalidURL: invalid url"
             )
-        except aiohttp.ClientResponseError as exc:  # e.g. too many redirects
+        except aiohttp.TooManyRedirects as exc:
             return Outcome(ok=False, error_code="http_status", error_message=_describe(exc))
+        except aiohttp.ClientResponseError as exc:
+            # raise_for_status is off: any other one means the answer was not HTTP (aiohttp
+            # reports a bad status line as a 400 the receiver never sent); named like the
+            # lean client's InvalidResponse
+            return Outcome(ok=False, error_code="connection",
+                           error_message=describe(exc, "InvalidResponse",
+                                                  f"invalid HTTP response: {exc.message}"))
         except ForbiddenAddress as exc:  # the lean client
             return _forbidden(exc, url=req.url)
         except InvalidRequest:  # the lean client's last defence; checked above first
