@@ -493,7 +493,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--expr", metavar="EXPR",
                    help="cron expression, interval (15m, PT1H) or once-time (ISO 8601)")
     p.add_argument("--tz", metavar="ZONE", help="IANA timezone (the API's default: UTC)")
-    p.add_argument("--action", choices=[a.value for a in ActionType],
+    p.add_argument("--action", choices=[a.value for a in ActionType
+                                             if a is not ActionType.backend],
                    help="the action type (required without --json-body)")
     p.add_argument("--action-config", metavar="JSON",
                    help="the action's config, a JSON object (default {})")

@@ -21,12 +21,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from schedd import logs, policies, timing
-from schedd.actions import ActionRunner, Outcome, Prepared, RunContext
+from schedd.actions import Outcome, Prepared, RunContext
+from schedd.backends import Runner
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.db import Conn
@@ -57,6 +58,8 @@ PAUSED_FAILURES = "consecutive_failures"
 _FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
                 "next_attempt_run_id")
 _START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
+# a caller's addition to the transaction that inserts a manual run (see Engine.trigger)
+AlsoTx = Callable[[Conn, Run], None]
 
 
 # Hot paths pass StrEnum members where a str is wanted: a member is its value as a str
@@ -135,7 +138,7 @@ class _Effects:
 
 
 class Engine:
-    def __init__(self, store: Store, clock: Clock, settings: Settings, runner: ActionRunner,
+    def __init__(self, store: Store, clock: Clock, settings: Settings, runner: Runner,
                  *, rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
         self.db = store.db
@@ -147,6 +150,10 @@ class Engine:
         self.capacity = settings.max_concurrent_actions
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
+        # runs of `backend` actions executing here: the work runs elsewhere (a Prefect
+        # server) and this process only drives it, so a stop leaves them running and the
+        # next start resumes them (polls the same remote run) instead of failing them
+        self._resumable: set[str] = set()
         self._done: list[tuple[Run, Outcome, int]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while no cycle is in progress
@@ -181,6 +188,10 @@ class Engine:
         next start); then stop the loop."""
         self.stop_claiming()
         await self._idle.wait()  # a cycle in progress may still start what it claimed
+        resumable = [t for rid, t in self.inflight.items() if rid in self._resumable]
+        for t in resumable:  # nothing to wait for: the next start picks them up again
+            t.cancel()
+        await asyncio.gather(*resumable, return_exceptions=True)
         tasks = list(self.inflight.values())
         if tasks:
             log.info("waiting up to %.0f s for %d running action(s)", grace_s, len(tasks))
@@ -508,13 +519,15 @@ class Engine:
         self._log_run(run)
         task = asyncio.create_task(self._execute(run, prepared), name=f"run-{run.id}")
         self.inflight[run.id] = task
+        if run.action_type is ActionType.backend:
+            self._resumable.add(run.id)
 
     async def _execute(self, run: Run, prepared: Prepared) -> None:
         outcome: Outcome | None = None
         try:
             outcome = await self.runner.run_prepared(prepared)
         except asyncio.CancelledError:
-            if run.id not in self._cancelled:
+            if run.id not in self._cancelled and run.id not in self._resumable:
                 outcome = Outcome(ok=False, error_code="interrupted",
                                   error_message="schedd stopped while the action was running")
         except Exception as exc:
@@ -524,6 +537,7 @@ class Engine:
         finally:
             self.inflight.pop(run.id, None)
             self._cancelled.discard(run.id)
+            self._resumable.discard(run.id)
             if outcome is not None:
                 self._done.append((run, outcome, self.clock.now_ms()))
                 self._wake.set()  # the loop records it in its next cycle
@@ -663,6 +677,19 @@ class Engine:
 
     def _recover_tx(self, c: Conn, now: int, fx: _Effects) -> int:
         stale = self.store.unleased_running_runs(c)
+        backend = [r for r in stale if r.action_type is ActionType.backend]
+        if backend:
+            # their work goes on elsewhere: drive (poll) it again, never start it twice
+            schedules = self.store.schedules_by_ids(c, [r.schedule_id for r in backend])
+            for r in backend:
+                s = schedules.get(r.schedule_id)
+                if s is not None:
+                    fx.start.append((r, s, self._prepare(r, s)))
+            resumed = {r.id for r, _, _ in fx.start}
+            stale = [r for r in stale if r.id not in resumed]
+            if resumed:
+                fx.note(logging.INFO, "%d backend run(s) were running when schedd last "
+                        "stopped; resuming them", len(resumed))
         if stale:
             fx.note(logging.WARNING, "%d run(s) were running when schedd last stopped; marking "
                     "them interrupted", len(stale))
@@ -686,14 +713,22 @@ class Engine:
             ], fx)
 
     # ------------------------------------------------------------------ manual operations
-    async def trigger(self, s: Schedule) -> Run:
-        """A manual run now, regardless of next_run_at and overlap; next_run_at stays."""
+    async def trigger(self, s: Schedule, *, also: AlsoTx | None = None) -> Run:
+        """A manual run now, regardless of next_run_at and overlap; next_run_at stays.
+        `also(c, run)` runs in the same transaction, before the insert (a caller's own
+        rows about the run, or its resolved payload)."""
         now = self.clock.now_ms()
         run = _new_run(s, occurrence_ms=now, due_ms=now, now_ms=now, trigger=TriggerType.manual,
                        status=RunStatus.pending, manual=True)
         if run.queue is not None:
             run.resolved_payload = self._prepare(run, s).resolved
-        await self.db.write(self.store.insert_runs, [run])
+
+        def tx(c: Conn) -> None:
+            if also is not None:
+                also(c, run)
+            self.store.insert_runs(c, [run])
+
+        await self.db.write(tx)
         self._after_new_pending(run)
         return run
 
@@ -751,9 +786,9 @@ class Engine:
                 and self.store.release_buffered(c, s.id, now)):
             fx.wake_at(now)
 
-    async def retry(self, tenant_id: str, run_id: str) -> Run:
+    async def retry(self, tenant_id: str, run_id: str, *, also: AlsoTx | None = None) -> Run:
         """A new attempt of the same occurrence, chained to a failed or cancelled run that
-        ends its chain (trigger_type manual)."""
+        ends its chain (trigger_type manual). `also` as for trigger()."""
         now = self.clock.now_ms()
 
         def tx(c: Conn) -> Run:
@@ -778,6 +813,8 @@ class Engine:
             if new.queue is not None:
                 new.resolved_payload = self._prepare(new, s).resolved
             run.next_attempt_run_id = new.id
+            if also is not None:
+                also(c, new)
             self.store.insert_runs(c, [new])
             self.store.update_runs(c, [run], ("next_attempt_run_id",))
             return new

@@ -35,6 +35,13 @@ class ActionType(StrEnum):
     command = "command"
     worker = "worker"
     noop = "noop"
+    # A run handed to an execution backend that schedd drives and polls (the Syncs API's
+    # `prefect`, schedd/backends/). Not offered by /v1: such schedules are syncs.
+    backend = "backend"
+
+
+# The action types a /v1 client may choose (the seed's list).
+PUBLIC_ACTION_TYPES = ("webhook", "command", "worker", "noop")
 
 
 class ScheduleStatus(StrEnum):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from schedd.models import (
-    ActionType,
     AfterCompletion,
     CatchupPolicy,
     OverlapPolicy,
@@ -59,6 +59,15 @@ Backoff = Annotated[int, Meta(ge=0, le=MAX_BACKOFF_SECONDS)]
 PauseCount = Annotated[int, Meta(ge=1, le=100)]
 RateLimit = Annotated[int, Meta(ge=1, le=MAX_RATE_PER_MINUTE)]
 OffsetDays = Annotated[int, Meta(ge=-MAX_OFFSET_DAYS, le=MAX_OFFSET_DAYS)]
+
+
+class ActionType(StrEnum):
+    """The action types of /v1 (the seed's); `backend` runs belong to syncs only."""
+
+    webhook = "webhook"
+    command = "command"
+    worker = "worker"
+    noop = "noop"
 
 
 class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
