@@ -83,6 +83,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Literal["lean", "aiohttp"],
         _m("actions", "HTTP client of plain-http webhooks: the lean one, or aiohttp for all"),
     ] = "lean"
+    # [compat]: the Syncs API (seed 004, docs/compat.md)
+    syncs_enabled: Annotated[
+        bool, _m("compat", "serve the Syncs API (seed 004) under /api/v1/syncs")
+    ] = True
+    syncs_catalog_dir: Annotated[
+        str, _m("compat", "a directory of provider catalog JSON files that add to or replace"
+                " the shipped ones (empty: none)")
+    ] = ""
     # [logging]
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], _m("logging", "least severe level logged")

@@ -22,6 +22,8 @@ from litestar import Litestar
 from schedd import __version__, retention, systemd
 from schedd.actions import ActionRunner
 from schedd.api import create_app
+from schedd.backends import BackendRunner
+from schedd.backends.prefect import PrefectBackend
 from schedd.clock import Clock, SystemClock
 from schedd.config import Settings
 from schedd.db import Database
@@ -30,6 +32,7 @@ from schedd.logs import setup_logging
 from schedd.metrics import Metrics
 from schedd.services import Services
 from schedd.store import Store
+from schedd.syncs import SyncService, load_catalog
 
 log = logging.getLogger("schedd")
 HTTP_DRAIN_SECONDS = 5
@@ -50,13 +53,20 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             settings, user_agent=f"schedd/{__version__}",
             now_s=lambda: clock.now_ms() / 1000.0,
         ))
-        engine = Engine(store, clock, settings, runner, metrics=Metrics())
+        syncs = SyncService(services, store, clock, settings,
+                            load_catalog(settings.syncs_catalog_dir or None))
+        services.syncs = syncs
+        prefect = await stack.enter_async_context(PrefectBackend())
+        backends = BackendRunner(runner, {prefect.name: prefect}, syncs, now_ms=clock.now_ms)
+        engine = Engine(store, clock, settings, backends, metrics=Metrics())
+        services.metrics_hooks.append(syncs_metrics(syncs, engine.metrics))
         interval = systemd.watchdog_interval()
         if interval is not None:
             engine.on_alive = _watchdog_pinger(clock, interval)
             engine.sleep_cap_s = min(engine.sleep_cap_s, interval)
         services.attach_engine(engine)
         await engine.start()
+        await syncs.repair_on_create()
         prune = asyncio.create_task(
             retention.pruner(store, clock, settings.run_retention_days), name="schedd-pruner")
         try:
@@ -65,6 +75,20 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             prune.cancel()
             await asyncio.gather(prune, return_exceptions=True)
             await engine.stop(settings.shutdown_grace_seconds)
+
+
+def syncs_metrics(syncs: SyncService, metrics: Metrics) -> Any:
+    """The gauge of syncs past their freshness SLA, read at scrape time."""
+    from prometheus_client import Gauge
+
+    gauge = Gauge("schedd_sync_freshness_breached",
+                  "Active syncs whose freshnessSlaSeconds passed without a successful run",
+                  registry=metrics.registry)
+
+    async def update() -> None:
+        gauge.set(await syncs.freshness_breaches())
+
+    return update
 
 
 def _watchdog_pinger(clock: Clock, interval: float) -> Any:
@@ -89,10 +113,11 @@ def build_app(settings: Settings, clock: Clock | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with running(settings, clock) as services:
             app.state.services = services
+            app.state.syncs = services.syncs
             app.state.readiness = services.engine_readiness
             yield
 
-    return create_app(None, lifespan=[lifespan])
+    return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled)
 
 
 async def serve(settings: Settings) -> int:

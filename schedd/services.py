@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schedd import action_config, auth, timing
 from schedd.clock import Clock
@@ -31,6 +31,9 @@ from schedd.models import (
     new_id,
 )
 from schedd.store import Store
+
+if TYPE_CHECKING:
+    from schedd.syncs import SyncService
 
 log = logging.getLogger("schedd.services")
 
@@ -89,6 +92,9 @@ class Services:
         self.settings = settings
         self.engine: Engine | None = None
         self._key_touched: dict[str, int] = {}
+        self.syncs: SyncService | None = None  # the Syncs API's use cases (schedd.syncs)
+        # awaited before /metrics renders (gauges read from the database at scrape time)
+        self.metrics_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def attach_engine(self, engine: Engine) -> None:
         self.engine = engine
@@ -551,6 +557,8 @@ class Services:
         for status in ScheduleStatus:
             m.schedules.labels(status.value).set(counts.get(status.value, 0))
         m.running.set(len(engine.inflight))
+        for hook in self.metrics_hooks:
+            await hook()
         _, info = engine.readiness()
         ago = info.get("last_wake_seconds_ago")
         if ago is not None:
