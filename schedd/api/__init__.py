@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from schedd import __version__
 from schedd.api import metrics, runs, schedules, system
+from schedd.api.compat import syncs as compat_syncs
 from schedd.api.errors import EXCEPTION_HANDLERS
 from schedd.api.openapi import finalize_openapi
 from schedd.auth import token_from_headers
@@ -38,6 +39,7 @@ def create_app(
     readiness: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
     lifespan: Sequence[Any] = (),
     extra_v1_handlers: Sequence[Any] = (),
+    syncs: bool = False,
 ) -> Litestar:
     v1 = Router(
         "/v1",
@@ -47,8 +49,11 @@ def create_app(
     )
     preview = Router("/", route_handlers=[system.preview], guards=[api_key_guard],
                      security=[{"bearer": []}, {"apiKey": []}])
+    compat: list[Any] = []
+    if syncs:
+        compat.append(compat_syncs.router())
     app = Litestar(
-        route_handlers=[system.healthz, system.readyz, metrics.metrics, v1, preview],
+        route_handlers=[system.healthz, system.readyz, metrics.metrics, v1, preview, *compat],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="schedd",
@@ -58,6 +63,8 @@ def create_app(
                 "bearer": SecurityScheme(type="http", scheme="bearer"),
                 "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key",
                                          security_scheme_in="header"),
+                "vaiToken": SecurityScheme(type="apiKey", name="vai_token",
+                                           security_scheme_in="cookie"),
             }),
         ),
         lifespan=list(lifespan),
