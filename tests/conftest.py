@@ -56,6 +56,9 @@ class Api:
     async def put(self, path: str, json: Any = None, **kw: Any) -> Any:
         return await self.client.put(path, json=json, headers=self.headers, **kw)
 
+    async def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return await self.client.patch(path, json=json, headers=self.headers, **kw)
+
     async def delete(self, path: str, **kw: Any) -> Any:
         return await self.client.delete(path, headers=self.headers, **kw)
 

@@ -252,6 +252,9 @@ class Daemon:
     async def put(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
         return await self.client.put(path, json=json, **kw)
 
+    async def patch(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return await self.client.patch(path, json=json, **kw)
+
     async def delete(self, path: str, **kw: Any) -> httpx.Response:
         return await self.client.delete(path, **kw)
 
