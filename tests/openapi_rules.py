@@ -39,6 +39,19 @@ SEMANTIC_422: Final[dict[str, list[Rule]]] = {
         (("body", "timezone"), _ZONE),
         (("body", "action_config"), ANY),
     ],
+    # the Syncs API (seed 004): executionConfig's shape depends on executionBackend and on
+    # whether the sync is active; a schedule's expression and zone as for /v1; temporal
+    # needs a build with Temporal support
+    "POST /api/v1/syncs": [
+        (("body", "executionConfig"), ANY),
+        (("body", "executionBackend"), r"the temporal backend is not available"),
+        (("body", "schedule"), ANY),
+    ],
+    "PATCH /api/v1/syncs/{sync_id}": [
+        (("body", "executionConfig"), ANY),
+        (("body", "executionBackend"), r"the temporal backend is not available"),
+        (("body", "schedule"), ANY),
+    ],
     "GET /v1/preview": [
         (("query", "schedule_expression"), _EXPRESSION),
         (("query", "schedule_type"), r"relative"),

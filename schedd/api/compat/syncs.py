@@ -5,16 +5,18 @@ schedd.syncs.SyncService. Keys by `Authorization: Bearer`, `X-API-Key` or the co
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import JSONBody, Parameter, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
 from schedd.api.common import ERRORS, path_uuid
+from schedd.api.schemas import MAX_LIST_OFFSET, CancelIn
 from schedd.auth import token_from_headers
 from schedd.syncs import (
     CatalogEntry,
@@ -35,51 +37,120 @@ Name = Annotated[str, Meta(min_length=1, max_length=255)]
 Slug = Annotated[str, Meta(max_length=255)]
 Entity = Annotated[str, Meta(min_length=1, max_length=200)]
 Entities = Annotated[list[Entity], Meta(max_length=1000)]
-Sla = Annotated[int, Meta(ge=1, le=31_536_000)]
-Bindings = Annotated[list[dict[str, Any]], Meta(max_length=1000)]
+Sla = Annotated[int, Meta(
+    ge=1, le=31_536_000,
+    description="Seconds an active sync may go without a successful run; past it, its "
+    "lastError says so and the gauge schedd_sync_freshness_breached counts it.")]
+Obj = Annotated[dict[str, Any], Meta(description="Any JSON object; kept as it is.")]
+ExecutionConfig = Annotated[dict[str, Any], Meta(
+    description="Depends on executionBackend (docs/compat.md#execution-backends): native "
+    "{action_type, action_config} (a webhook, command or noop action; required once the "
+    "sync is active), external {queue, payload}, prefect {apiUrl, deploymentId, uiUrl, "
+    "pollIntervalSeconds, requestTimeoutSeconds, unavailableToleranceSeconds} (apiUrl and "
+    "deploymentId required once active); every backend also takes maxRetries (0..10) and "
+    "retryBackoffSeconds. Anything else is a 422 naming the key.")]
+BackendField = Annotated[ExecutionBackend, Meta(
+    description="Who does the work. `temporal` is refused (422): this build has no "
+    "Temporal support.")]
+
+StatusField = Annotated[Literal["draft", "active", "paused", "archived"], Meta(
+    description="A sync's status as a client sets it (`error` is set by schedd when "
+    "auto-pause stops a sync; send `active` to resume it). An active native sync needs an "
+    "executionConfig action, an active prefect sync its apiUrl and deploymentId, and an "
+    "active scheduled sync a schedule (else a 422 naming the field).")]
+
+
+class SyncScheduleIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """When a sync fires (SPEC 3.3). The expression must be valid for scheduleType and have
+    an occurrence from now on (else a 422 naming ["body", "schedule", "scheduleExpression"]);
+    the timezone must exist (IANA)."""
+
+    schedule_type: Literal["cron", "interval", "once"] = "cron"
+    schedule_expression: Annotated[str, Meta(min_length=1, max_length=200)]
+    timezone: Annotated[str, Meta(min_length=1, max_length=50)] = "UTC"
+
+
+ScheduleField = Annotated[SyncScheduleIn, Meta(
+    description="The sync's timing; its expression and zone are checked by the server "
+    "(a 422 naming the field).")]
+Str = Annotated[str, Meta(max_length=500)]
+
+
+class TableBindingIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    entity_key: Annotated[str, Meta(min_length=1, max_length=200)]
+    table_name: Annotated[str, Meta(min_length=1, max_length=200)]
+    cursor_field: Str | None = None
+    load_mode: Str | None = None
+    logical_table_name: Str | None = None
+    physical_table_name: Str | None = None
+    primary_key_columns: Annotated[list[Str], Meta(max_length=100)] = msgspec.field(
+        default_factory=list)
+    source_instance_key: Str | None = None
+    table_naming_version: Str | None = None
+
+
+Bindings = Annotated[list[TableBindingIn], Meta(max_length=1000)]
 
 
 class SyncCreate(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """A new sync (seed 004). Rules the schema cannot state are 422s naming the field
+    (see the fields' descriptions)."""
+
     connection_id: uuid.UUID
     name: Name
-    destination_config: dict[str, Any] | None = None
+    destination_config: Obj | None = None
     entities: Entities | None = None
-    execution_backend: ExecutionBackend = ExecutionBackend.native
-    execution_config: dict[str, Any] | None = None
+    execution_backend: BackendField = ExecutionBackend.native
+    execution_config: ExecutionConfig | None = None
     execution_mode: ExecutionMode = ExecutionMode.sequential
     freshness_sla_seconds: Sla | None = None
     provider_key: Provider = Provider.http_api
-    schedule: dict[str, Any] | None = None
+    schedule: ScheduleField | None = None
     slug: Slug | None = None
     task_slug: Slug | None = None
-    source_config: dict[str, Any] | None = None
-    status: SyncStatus = SyncStatus.draft
+    source_config: Obj | None = None
+    status: StatusField = "draft"
     table_bindings: Bindings | None = None
     trigger_mode: TriggerMode = TriggerMode.manual
 
 
 class SyncUpdate(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
-    destination_config: dict[str, Any] | UnsetType | None = UNSET
-    entities: Entities | UnsetType | None = UNSET
-    execution_backend: ExecutionBackend | UnsetType | None = UNSET
-    execution_config: dict[str, Any] | UnsetType | None = UNSET
-    execution_mode: ExecutionMode | UnsetType | None = UNSET
+    """Partial update: only the fields sent change; null clears slug, schedule and
+    freshnessSlaSeconds."""
+
+    destination_config: Obj | UnsetType = UNSET
+    entities: Entities | UnsetType = UNSET
+    execution_backend: BackendField | UnsetType = UNSET
+    execution_config: ExecutionConfig | UnsetType = UNSET
+    execution_mode: ExecutionMode | UnsetType = UNSET
     freshness_sla_seconds: Sla | UnsetType | None = UNSET
-    name: Name | UnsetType | None = UNSET
-    schedule: dict[str, Any] | UnsetType | None = UNSET
+    name: Name | UnsetType = UNSET
+    schedule: ScheduleField | UnsetType | None = UNSET
     slug: Slug | UnsetType | None = UNSET
-    source_config: dict[str, Any] | UnsetType | None = UNSET
-    status: SyncStatus | UnsetType | None = UNSET
-    table_bindings: Bindings | UnsetType | None = UNSET
-    trigger_mode: TriggerMode | UnsetType | None = UNSET
+    source_config: Obj | UnsetType = UNSET
+    status: StatusField | UnsetType = UNSET
+    table_bindings: Bindings | UnsetType = UNSET
+    trigger_mode: TriggerMode | UnsetType = UNSET
+
+
+def _wire(fields: dict[str, Any]) -> dict[str, Any]:
+    """Request values as the service takes them: plain strings, dicts, lists."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, SyncScheduleIn):
+            value = {"scheduleType": value.schedule_type,
+                     "scheduleExpression": value.schedule_expression,
+                     "timezone": value.timezone}
+        elif isinstance(value, list) and value and isinstance(value[0], TableBindingIn):
+            value = [msgspec.to_builtins(b) for b in value]
+        elif isinstance(value, uuid.UUID | StrEnum):
+            value = str(value)
+        out[key] = value
+    return out
 
 
 class RunModeIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
     run_mode: RunMode | None = None
-
-
-class CancelIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, Meta(max_length=500)] | None = None
 
 
 class SyncOut(msgspec.Struct, kw_only=True, rename="camel"):
@@ -226,7 +297,7 @@ async def syncs_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 SyncIdPath = Annotated[str, PathParameter(format="uuid", title="Sync Id")]
 RunIdPath = Annotated[str, PathParameter(format="uuid", title="Run Id")]
 Limit50 = Annotated[int, QueryParameter(ge=1, le=100)]
-Offset = Annotated[int, QueryParameter(ge=0, le=2**62)]
+Offset = Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)]
 
 
 @get("/", responses=ERRORS, summary="List Syncs")
@@ -247,11 +318,7 @@ async def list_syncs(
 
 @post("/", responses=ERRORS, summary="Create Sync", status_code=201)
 async def create_sync(request: R, data: JSONBody[SyncCreate]) -> SyncOut:
-    fields = {f: getattr(data, f) for f in data.__struct_fields__}
-    fields["connection_id"] = str(data.connection_id)
-    for key in ("execution_backend", "execution_mode", "provider_key", "status",
-                "trigger_mode"):
-        fields[key] = str(fields[key])
+    fields = _wire({f: getattr(data, f) for f in data.__struct_fields__})
     view = await _svc(request).create(_tenant(request), _key(request), fields)
     return sync_out(view)
 
@@ -264,11 +331,8 @@ async def get_sync(request: R, sync_id: SyncIdPath) -> SyncOut:
 @patch("/{sync_id:str}", responses=ERRORS, summary="Update Sync")
 async def update_sync(request: R, sync_id: SyncIdPath, data: JSONBody[SyncUpdate]) -> SyncOut:
     sid = path_uuid(sync_id, "sync_id")
-    fields = {f: getattr(data, f) for f in data.__struct_fields__
-              if getattr(data, f) is not UNSET}
-    for key in ("execution_backend", "execution_mode", "status", "trigger_mode"):
-        if fields.get(key) is not None:
-            fields[key] = str(fields[key])
+    fields = _wire({f: getattr(data, f) for f in data.__struct_fields__
+                    if getattr(data, f) is not UNSET})
     view = await _svc(request).update(_tenant(request), _key(request), sid, fields)
     return sync_out(view)
 
@@ -324,8 +388,9 @@ async def retry_sync_run(request: R, run_id: RunIdPath,
      summary="Get Sync Provider Catalog")
 async def provider_catalog(
     request: R,
-    provider: Annotated[str, Parameter(description="Supported external system providers.",
-                                       examples=None)],
+    provider: Annotated[str, PathParameter(
+        description="Supported external system providers (the seed's list; a catalog_dir "
+        "may add others).", enum=sorted(p.value for p in Provider))],
 ) -> Response[CatalogEntry]:
     return Response(_svc(request).provider_catalog(provider))
 
