@@ -3,14 +3,18 @@
 Every operation in `/schema/openapi.json` is a test case here, found by reading the
 document: a router added to create_app is covered without touching this file. Requests are
 generated from the document with a fixed seed, derandomized, a bounded number per
-operation, and sent in-process (ASGI) to the real app built by daemon.build_app, its
-lifespan running (database on a temp dir, engine on a fake clock that never moves, so no
-schedule fires on its own), always with a valid API key. The test fails on:
+operation, both schema-valid ("positive") and schema-violating ("negative"), and sent
+in-process (ASGI) to the real app built by daemon.build_app, its lifespan running
+(database on a temp dir, engine on a fake clock that never moves, so no schedule fires on
+its own), always with a valid API key. About half of the cases that name a schedule_id or
+run_id get one that exists. The test fails on:
 
 - any 5xx (`not_a_server_error`);
 - a schema-valid request refused (`positive_data_acceptance`: anything but 2xx, 404, 409),
   except a 422 for a rule the document states in words (tests/openapi_rules.py);
-- a 401 (the key is valid: a 401 is a bug in the guard);
+- a schema-violating request accepted (`negative_data_rejection`);
+- a 401 although the key is valid; an operation that answers 2xx without the key or with
+  a wrong one (`ignored_auth`);
 - an answer that breaks the document: undeclared status (`status_code_conformance`),
   content type (`content_type_conformance`), headers (`response_headers_conformance`) or
   body (`response_schema_conformance`).
@@ -36,6 +40,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
     positive_data_acceptance,
     response_headers_conformance,
     response_schema_conformance,
@@ -65,7 +71,7 @@ DOCUMENT: dict[str, Any] = served_openapi(APP)
 CONFIG = schemathesis.Config.from_dict({
     "seed": SEED,
     "generation": {
-        "mode": "positive",
+        "mode": "all",
         "deterministic": True,
         "max-examples": MAX_EXAMPLES,
         # the key is sent by the test; schemathesis must not invent credentials
@@ -86,15 +92,45 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 schema.app = APP  # requests go to the app in-process, through its ASGI interface
 
 
+class Served:
+    """The running app: the key, and ids of resources that exist (see _existing_ids)."""
+
+    def __init__(self, headers: dict[str, str], ids: dict[str, str]) -> None:
+        self.headers = headers
+        self.ids = ids
+
+
 @pytest.fixture(scope="module")
-def auth() -> Iterator[dict[str, str]]:
+def served() -> Iterator[Served]:
     with asgi.get_client(APP) as client:  # starts the app's lifespan (database, engine)
         key = Path(_DB + ".key").read_text().strip()
-        served = client.get("/schema/openapi.json")
-        assert served.status_code == 200
-        assert served.json() == DOCUMENT
-        yield {"Authorization": f"Bearer {key}"}
+        headers = {"Authorization": f"Bearer {key}"}
+        r = client.get("/schema/openapi.json")
+        assert r.status_code == 200
+        assert r.json() == DOCUMENT
+        ids = {}
+        body = {"name": "fuzz target", "schedule_type": "cron", "schedule_expression": "@daily",
+                "action_type": "noop", "action_config": {}}
+        r = client.post("/v1/schedules", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        ids["schedule_id"] = r.json()["id"]
+        r = client.post(f"/v1/schedules/{ids['schedule_id']}/trigger", headers=headers)
+        assert r.status_code == 202, r.text
+        ids["run_id"] = r.json()["id"]
+        yield Served(headers, ids)
     asgi.shutdown_lifespans()
+
+
+def _existing_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
+    """Point about half of the cases at a schedule and a run that exist (chosen by the
+    generated id itself, so it stays deterministic), so that the 200/202 answers and their
+    bodies are checked too, not only the 404 of a random id. DELETE keeps its random id:
+    deleting the target would turn every later operation into a 404."""
+    if case.method.upper() == "DELETE" or not case.path_parameters:
+        return
+    for name, value in case.path_parameters.items():
+        if name in ids and isinstance(value, str) and value[:1] in "01234567":
+            case.path_parameters[name] = ids[name]
 
 
 def _semantic_422(case: schemathesis.Case, response: schemathesis.Response) -> bool:
@@ -134,8 +170,8 @@ def never_unauthorized(ctx: Any, response: schemathesis.Response,
     return None
 
 
-# operation -> the body field that makes it wait on the wall clock
-LONG_POLLS = {"POST /v1/worker/claim": "wait_seconds"}
+# operation -> (the body field that makes it wait on the wall clock, its maximum)
+LONG_POLLS = {"POST /v1/worker/claim": ("wait_seconds", 30)}
 
 CHECKS = [
     not_a_server_error,
@@ -145,19 +181,27 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
+    negative_data_rejection,
+    ignored_auth,
 ]
 
 
 @schema.parametrize()
 @settings(database=None, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-def test_operation_conforms(case: schemathesis.Case, auth: dict[str, str]) -> None:
+def test_operation_conforms(case: schemathesis.Case, served: Served) -> None:
+    _existing_ids(case, served.ids)
     poll = LONG_POLLS.get(case.operation.label)
     if poll is not None and isinstance(case.body, dict):
-        # a long poll waits on the wall clock (up to 30 s); 0 is inside the documented range
-        # and keeps the run short
-        case.body[poll] = 0
-    case.call_and_validate(headers=auth, checks=CHECKS)
+        # A long poll waits on the wall clock (up to its maximum) when the request is
+        # otherwise valid. A valid or absent wait becomes 0, which is also valid; an
+        # invalid one (what a negative case may be testing) is left as generated.
+        field, maximum = poll
+        wait = case.body.get(field)
+        if field not in case.body or (isinstance(wait, int | float)
+                                      and not isinstance(wait, bool) and 0 <= wait <= maximum):
+            case.body[field] = 0
+    case.call_and_validate(headers=served.headers, checks=CHECKS)
 
 
 def test_every_route_is_exercised() -> None:

@@ -6,7 +6,9 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post, put
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromQuery, QueryParameter
 
 from schedd.api.common import (
     ERRORS,
@@ -27,6 +29,36 @@ from schedd.models import ScheduleStatus
 
 R = Request[Any, Any, Any]
 SID = "/{schedule_id:str}"
+
+# Valid requests, shown in the document (and sent by the schemathesis test's examples phase)
+CREATE_EXAMPLES = [
+    Example(summary="A weekday webhook", value={
+        "name": "weekday report", "schedule_type": "cron",
+        "schedule_expression": "0 9 * * 1-5", "timezone": "Europe/Berlin",
+        "action_type": "webhook",
+        "action_config": {"url": "https://example.com/hook", "method": "POST"},
+    }),
+    Example(summary="Every 15 minutes, for an external worker", value={
+        "name": "sync", "schedule_type": "interval", "schedule_expression": "15m",
+        "action_type": "worker", "action_config": {"queue": "sync", "payload": {"full": False}},
+        "overlap_policy": "BUFFER_ONE", "max_retries": 0,
+    }),
+    Example(summary="Idempotent create", value={
+        "name": "nightly", "schedule_type": "cron", "schedule_expression": "@daily",
+        "action_type": "noop", "action_config": {}, "deduplication_key": "nightly-1",
+    }),
+]
+UPDATE_EXAMPLES = [
+    Example(summary="Rename", value={"name": "weekday report (EU)"}),
+    Example(summary="Re-time", value={"schedule_expression": "30 8 * * 1-5",
+                                      "timezone": "Europe/Paris"}),
+    Example(summary="Pause", value={"status": "paused"}),
+]
+CREATED = {
+    **ERRORS,
+    200: ResponseSpec(ScheduleOut, description="A schedule with this deduplication_key "
+                      "exists: it is answered, unchanged", generate_examples=False),
+}
 
 
 @get("/schedules", responses=ERRORS, summary="List Schedules")
@@ -53,9 +85,9 @@ async def list_schedules(
     )
 
 
-@post("/schedules", responses=ERRORS, summary="Create Schedule")
+@post("/schedules", responses=CREATED, summary="Create Schedule")
 async def create_schedule(
-    request: R, data: JSONBody[ScheduleCreate]
+    request: R, data: Annotated[ScheduleCreate, Body(examples=CREATE_EXAMPLES)]
 ) -> Response[ScheduleOut]:
     svc = services_of(request)
     fields = {f: getattr(data, f) for f in data.__struct_fields__}
@@ -75,7 +107,8 @@ async def get_schedule(request: R, schedule_id: ScheduleIdPath) -> ScheduleOut:
 
 @put("/schedules" + SID, responses=ERRORS, summary="Update Schedule")
 async def update_schedule(
-    request: R, schedule_id: ScheduleIdPath, data: JSONBody[ScheduleUpdate]
+    request: R, schedule_id: ScheduleIdPath,
+    data: Annotated[ScheduleUpdate, Body(examples=UPDATE_EXAMPLES)],
 ) -> ScheduleOut:
     svc = services_of(request)
     sid = path_uuid(schedule_id, "schedule_id")

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, QueryParameter
+from litestar.openapi.spec import Example
+from litestar.params import QueryParameter
 
 from schedd import timing
 from schedd.api.common import ERRORS, services_of
@@ -49,16 +50,18 @@ async def readyz(request: R) -> Response[dict[str, Any]]:
 @get("/v1/preview", responses=ERRORS, summary="Preview fire times")
 async def preview(
     request: R,
-    schedule_type: FromQuery[ScheduleType],
+    schedule_type: Annotated[ScheduleType, QueryParameter(examples=[Example(value="cron")])],
     schedule_expression: Annotated[str, QueryParameter(
         min_length=1, description="As a schedule's (docs/scheduling.md); its syntax depends "
-        "on `schedule_type`.")],
+        "on `schedule_type`.", examples=[Example(value="0 9 * * 1-5")])],
     timezone: Annotated[str, QueryParameter(
-        max_length=50, description="An IANA time zone name known to the server.")] = "UTC",
+        max_length=50, description="An IANA time zone name known to the server.",
+        examples=[Example(value="Europe/Berlin")])] = "UTC",
     after: Annotated[str | None, QueryParameter(
         format="date-time", description="Times strictly after this instant (default: now). "
         "An RFC 3339 date-time; one without an offset is also accepted, as wall time in "
-        "`timezone`. Between 1970-01-01 and 9999-01-01 UTC.")] = None,
+        "`timezone`. Between 1970-01-01 and 9999-01-01 UTC.",
+        examples=[Example(value="2026-12-01T00:00:00Z")])] = None,
     count: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
 ) -> PreviewOut:
     svc = services_of(request)
