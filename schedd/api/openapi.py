@@ -13,6 +13,8 @@ app does, and this module corrects them once, after the app is built:
 - Every operation lists Litestar's 400 "Validation Exception"; schedd never answers 400
   (schedd/api/errors.py turns every validation failure into the 422 each route documents),
   so it is removed.
+- A request body's examples are moved from an `allOf` wrapper of its schema to the media
+  type's `examples`.
 
 Rules a schema cannot state (a cron expression's syntax, an IANA zone name, end_at after
 start_at...) are in the fields' descriptions.
@@ -112,6 +114,22 @@ def drop_unused_400(doc: dict[str, Any]) -> None:
                 op["responses"].pop("400", None)
 
 
+def unwrap_body_examples(doc: dict[str, Any]) -> None:
+    """Litestar puts a request body's examples on an `allOf: [$ref]` wrapper of its schema;
+    many client generators make a needless type of such a wrapper. The schema becomes the
+    plain `$ref` again and the examples go to the media type's `examples`, where OpenAPI
+    expects them."""
+    for item in doc.get("paths", {}).values():
+        for op in item.values():
+            body = op.get("requestBody") if isinstance(op, dict) else None
+            for media in (body or {}).get("content", {}).values():
+                schema = media.get("schema", {})
+                if set(schema) == {"allOf", "examples"} and len(schema["allOf"]) == 1:
+                    media["schema"] = schema["allOf"][0]
+                    media["examples"] = {f"example{i}": {"value": v}
+                                         for i, v in enumerate(schema["examples"], 1)}
+
+
 def served_openapi(app: Litestar) -> dict[str, Any]:
     """The document GET /schema/openapi.json answers: built once and cached by Litestar."""
     doc: dict[str, Any] = app.plugins.get("OpenAPIPlugin").provide_openapi_schema()
@@ -123,4 +141,5 @@ def finalize_openapi(app: Litestar) -> dict[str, Any]:
     doc = served_openapi(app)
     exact_components(doc, _documented_structs(app))
     drop_unused_400(doc)
+    unwrap_body_examples(doc)
     return doc
