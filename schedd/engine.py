@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedd import logs, policies, timing
+from schedd import logs, planning, policies, timing
 from schedd.actions import Outcome, Prepared, RunContext
 from schedd.backends import Runner
 from schedd.clock import Clock
@@ -72,22 +72,24 @@ def timer_for(s: Schedule) -> timing.Timer:
 
 
 def _new_run(s: Schedule, *, occurrence_ms: int, due_ms: int, now_ms: int,
-             trigger: TriggerType, status: RunStatus, manual: bool = False) -> Run:
+             trigger: TriggerType, status: RunStatus, manual: bool = False,
+             record_key: str | None = None) -> Run:
     rid = new_id(now_ms)
     queue = s.action_config.get("queue") if s.action_type is ActionType.worker else None
     return Run(
         id=rid, schedule_id=s.id, tenant_id=s.tenant_id, status=status, trigger_type=trigger,
         manual=manual, scheduled_for_ms=occurrence_ms, due_ms=due_ms, triggered_ms=now_ms,
         attempt=1, attempt_root_run_id=rid, action_type=s.action_type, queue=queue,
-        completed_ms=now_ms if status in FINISHED else None,
+        completed_ms=now_ms if status in FINISHED else None, record_key=record_key,
     )
 
 
-def missed_run(s: Schedule, first: int, last: int, count: int, now: int, why: str) -> Run:
+def missed_run(s: Schedule, first: int, last: int, count: int, now: int, why: str,
+               record_key: str | None = None) -> Run:
     """The one skipped record of a stretch of missed occurrences (SPEC 4.1); counts them on
-    the schedule."""
+    the schedule. A relative schedule's are per record."""
     run = _new_run(s, occurrence_ms=first, due_ms=first, now_ms=now,
-                   trigger=TriggerType.catchup, status=RunStatus.skipped)
+                   trigger=TriggerType.catchup, status=RunStatus.skipped, record_key=record_key)
     run.error_code = "missed"
     run.error_message = why
     run.result = {"missed_count": count, "first": timing.format_ms(first),
@@ -102,7 +104,9 @@ def missed_note(s: Schedule, first: int, last: int, count: int) -> tuple[str, tu
             (s.id, count, timing.format_ms(first), timing.format_ms(last)))
 
 
-def context_for(run: Run, s: Schedule) -> RunContext:
+def context_for(run: Run, s: Schedule, record: dict[str, Any] | None = None) -> RunContext:
+    """What the action of `run` may know; `record` is the data of its record (relative
+    schedules), as it is when the run starts."""
     return RunContext(
         run_id=run.id, schedule_id=s.id, schedule_name=s.name, attempt=run.attempt,
         scheduled_for=timing.format_ms(run.scheduled_for_ms),
@@ -110,6 +114,7 @@ def context_for(run: Run, s: Schedule) -> RunContext:
         trigger_type=run.trigger_type,
         payload=s.action_config.get("payload"),
         attempt_root_run_id=run.attempt_root_run_id,
+        record=record,
     )
 
 
@@ -121,6 +126,7 @@ class _Effects:
     start: list[tuple[Run, Schedule, Prepared]] = field(default_factory=list)
     cancel_tasks: list[str] = field(default_factory=list)
     cancel_schedules: list[str] = field(default_factory=list)
+    cancel_records: list[tuple[str, str]] = field(default_factory=list)  # (schedule, record)
     queued: bool = False
     more: bool = False
     wake_ms: int | None = None
@@ -345,6 +351,7 @@ class Engine:
         if not runs:
             return
         schedules = self.store.schedules_by_ids(c, [r.schedule_id for r in runs])
+        records = self._records_of(c, schedules, runs)
         started: list[Run] = []
         orphans: list[tuple[Run, Outcome, int]] = []
         for r in runs:
@@ -356,7 +363,7 @@ class Engine:
             r.status = RunStatus.running
             r.started_ms = now
             r.triggered_ms = now
-            prepared = self._prepare(r, s)
+            prepared = self._prepare(r, s, records)
             r.resolved_payload = prepared.resolved
             started.append(r)
             fx.start.append((r, s, prepared))
@@ -372,14 +379,26 @@ class Engine:
             return
         if len(due) == limit:
             fx.more = True
-        needs_counts = [s.id for s in due if s.overlap_policy is not OverlapPolicy.ALLOW]
+        needs_counts = [s.id for s in due if s.overlap_policy is not OverlapPolicy.ALLOW
+                        and s.schedule_type is not ScheduleType.relative]
         counts = self.store.active_counts(c, needs_counts) if needs_counts else {}
         new_runs: list[Run] = []
+        budget = limit  # runs this claim may make: a relative schedule may make many
+        claimed: list[Schedule] = []
         for s in due:
+            if budget <= 0:
+                fx.more = True  # the rest stay due for the next cycle, untouched
+                break
+            claimed.append(s)
             try:
                 planned = (self.store.planned_starts(c, s.id, now - 60_000)
                            if s.rate_limit_per_minute else [])
-                self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, fx, planned)
+                if s.schedule_type is ScheduleType.relative:
+                    budget -= self._plan_relative(c, s, now, min(budget, PER_SCHEDULE_CAP),
+                                                  new_runs, fx, planned)
+                else:
+                    self._plan(s, now, counts.get(s.id, (0, 0)), new_runs, fx, planned)
+                    budget -= 1
                 if s.next_run_ms is not None and s.next_run_ms <= now:
                     fx.more = True
             except Exception as exc:
@@ -390,22 +409,30 @@ class Engine:
                 s.last_error = f"cannot plan the next run: {exc}"[:500]
                 s.next_run_ms = now + 3_600_000
             s.updated_ms = now
+        due = claimed
         by_id = {s.id: s for s in due}
+        records = self._records_of(c, by_id, [
+            r for r in new_runs if r.status is RunStatus.running or (
+                r.queue is not None and r.status is RunStatus.pending)])
         for r in new_runs:
             if r.status is RunStatus.running:
                 s = by_id[r.schedule_id]
                 r.started_ms = now
-                prepared = self._prepare(r, s)
+                prepared = self._prepare(r, s, records)
                 r.resolved_payload = prepared.resolved
                 fx.start.append((r, s, prepared))
             elif r.queue is not None and r.status is RunStatus.pending:
-                r.resolved_payload = self._prepare(r, by_id[r.schedule_id]).resolved
+                r.resolved_payload = self._prepare(r, by_id[r.schedule_id], records).resolved
                 fx.queued = True
         if fx.cancel_schedules:
             # CANCEL_OTHER: the active runs end before the new ones are inserted
             self._cancel_active_tx(c, fx.cancel_schedules, now, "replaced by a newer occurrence",
                                    fx)
             fx.cancel_schedules = []
+        if fx.cancel_records:
+            self._cancel_active_records_tx(c, fx.cancel_records, now,
+                                           "replaced by a newer occurrence", fx)
+            fx.cancel_records = []
         skipped = self.store.insert_claimed_runs(c, new_runs)
         if skipped:
             # an occurrence claimed before (a schedule re-planned onto an instant it had
@@ -501,9 +528,99 @@ class Engine:
             s.status = ScheduleStatus.completed
         s.last_error = None
 
-    def _prepare(self, run: Run, s: Schedule) -> Prepared:
+    def _plan_relative(self, c: Conn, s: Schedule, now: int, cap: int, out: list[Run],
+                       fx: _Effects, planned: list[int]) -> int:
+        """Claim a relative schedule's due occurrences (at most `cap`), found through the
+        occurrences_due index: each becomes a run of its record (or a missed or skipped
+        record); the rows are marked fired in this transaction, and next_run_ms becomes the
+        earliest occurrence still pending. Returns how many occurrences it took."""
+        due = self.store.due_occurrences(c, s.id, now, cap)
+        if not due:
+            s.next_run_ms = planning.next_run_of(self.store.earliest_occurrence(c, s.id),
+                                                 s.end_ms)
+            if s.end_ms is not None and now >= s.end_ms and s.next_run_ms == s.end_ms:
+                s.status = ScheduleStatus.completed
+                s.next_run_ms = None
+            return 0
+        counts = ({} if s.overlap_policy is OverlapPolicy.ALLOW
+                  else self.store.active_counts_by_record(c, s.id, [k for k, _ in due]))
+        cutoff = policies.missed_cutoff_ms(now, s.catchup_window_minutes)
+        missed = 0
+        for key, occ in due:
+            if occ < cutoff:
+                out.append(missed_run(s, occ, occ, 1, now,
+                                      "the occurrence is older than the catch-up window",
+                                      record_key=key))
+                missed += 1
+                continue
+            trigger = policies.trigger_for(occ, now, newer_due=False)
+            n_active, n_waiting = counts.get(key, (0, 0))
+            decision = policies.overlap(s.overlap_policy, n_active, n_waiting)
+            if not decision.run:
+                run = _new_run(s, occurrence_ms=occ, due_ms=occ, now_ms=now, trigger=trigger,
+                               status=RunStatus.skipped, record_key=key)
+                run.error_code = "overlap"
+                run.error_message = ("an earlier run of this schedule for this record was "
+                                     "still active")
+                out.append(run)
+                continue
+            if decision.cancel_active:
+                fx.cancel_records.append((s.id, key))
+            due_ms = occ + policies.flex_offset_ms(planning.flex_key(s.id, key), occ,
+                                                   s.flexible_window_minutes)
+            if s.rate_limit_per_minute and not decision.buffered:
+                start = max(due_ms, now)
+                deferred = policies.rate_limited_start(start, planned, s.rate_limit_per_minute)
+                if deferred > start:
+                    due_ms = deferred
+                planned.append(deferred)
+            if decision.buffered:
+                status = RunStatus.pending
+            elif due_ms <= now and s.action_type is not ActionType.worker:
+                status = RunStatus.running
+            else:
+                status = RunStatus.pending
+            run = _new_run(s, occurrence_ms=occ, due_ms=due_ms, now_ms=now, trigger=trigger,
+                           status=status, record_key=key)
+            run.waiting = decision.buffered
+            out.append(run)
+        if missed:
+            fx.note(logging.WARNING, "schedule %s missed %d record occurrence(s) older than "
+                    "the catch-up window", s.id, missed)
+        self.store.fire_occurrences(c, s.id, due)
+        s.next_run_ms = planning.next_run_of(self.store.earliest_occurrence(c, s.id), s.end_ms)
+        if s.end_ms is not None and now >= s.end_ms and s.next_run_ms == s.end_ms:
+            s.status = ScheduleStatus.completed
+            s.next_run_ms = None
+        s.last_error = None
+        return len(due)
+
+    def _records_of(self, c: Conn, schedules: dict[str, Schedule],
+                    runs: Sequence[Run]) -> dict[tuple[str, str], dict[str, Any]]:
+        """(schedule id, record key) -> the record's data now, for the runs of relative
+        schedules among `runs` (one indexed read per definition)."""
+        wanted: dict[str, list[str]] = {}
+        for r in runs:
+            if r.record_key is not None:
+                s = schedules.get(r.schedule_id)
+                if s is not None and s.relative_entity_definition_id is not None:
+                    wanted.setdefault(s.id, []).append(r.record_key)
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for sid, keys in wanted.items():
+            def_id = schedules[sid].relative_entity_definition_id
+            assert def_id is not None
+            for key, data in self.store.records_data(c, def_id, keys).items():
+                out[(sid, key)] = data
+        return out
+
+    def _prepare(self, run: Run, s: Schedule,
+                 records: dict[tuple[str, str], dict[str, Any]] | None = None) -> Prepared:
         """What the run will send, resolved once for its record and its start."""
-        return self.runner.prepare(run.action_type, s.action_config, context_for(run, s))
+        record = None
+        if run.record_key is not None:
+            record = (records or {}).get((s.id, run.record_key))
+        return self.runner.prepare(run.action_type, s.action_config,
+                                   context_for(run, s, record))
 
     def _missed(self, s: Schedule, first: int, last: int, count: int, now: int,
                 fx: _Effects) -> Run:
@@ -594,7 +711,8 @@ class Engine:
                 if retry.queue is not None:
                     s = self.store.get_schedule(c, None, run.schedule_id)
                     if s is not None:
-                        retry.resolved_payload = self._prepare(retry, s).resolved
+                        recs = self._records_of(c, {s.id: s}, [retry])
+                        retry.resolved_payload = self._prepare(retry, s, recs).resolved
                 run.next_attempt_run_id = retry.id
                 retries.append(retry)
                 chain_ended = False
@@ -626,10 +744,17 @@ class Engine:
         fx.ended.extend(finished)
         self.store.insert_runs(c, retries)
         self.store.tally_schedules(c, touched.values(), now)
+        record_ends = {(r.schedule_id, r.record_key) for r in finished
+                       if r.record_key is not None and r.next_attempt_run_id is None}
         for t in touched.values():
-            if (t.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
-                    and self.store.release_buffered(c, t.id, now)):
-                fx.wake_at(now)
+            if t.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL):
+                keys = [k for sid, k in record_ends if sid == t.id]
+                if keys:
+                    if any([self.store.release_buffered(c, t.id, now, record_key=k)
+                            for k in keys]):
+                        fx.wake_at(now)
+                elif self.store.release_buffered(c, t.id, now):
+                    fx.wake_at(now)
             if (t.status is ScheduleStatus.completed
                     and t.action_after_completion is AfterCompletion.DELETE
                     and not self.store.active_counts(c, [t.id]).get(t.id)):
@@ -648,6 +773,7 @@ class Engine:
             scheduled_for_ms=run.scheduled_for_ms, due_ms=now + delay, triggered_ms=now,
             attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,
             previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
+            record_key=run.record_key,
         )
 
     def _log_run(self, run: Run) -> None:
@@ -779,11 +905,22 @@ class Engine:
             fx.ended.extend(active)
             fx.cancel_tasks.extend(r.id for r in active)
 
+    def _cancel_active_records_tx(self, c: Conn, items: Iterable[tuple[str, str]], now: int,
+                                  reason: str, fx: _Effects) -> None:
+        """CANCEL_OTHER of a relative schedule: cancel the active runs of these records."""
+        for sid, key in dict.fromkeys(items):
+            active = self.store.active_runs_of(c, sid, record_key=key)
+            for r in active:
+                self._mark_cancelled(r, now, reason)
+            self.store.update_runs(c, active, _CANCEL_COLS)
+            fx.ended.extend(active)
+            fx.cancel_tasks.extend(r.id for r in active)
+
     def _after_chain_change_tx(self, c: Conn, run: Run, now: int, fx: _Effects) -> None:
         s = self.store.get_schedule(c, None, run.schedule_id)
         if (s is not None
                 and s.overlap_policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
-                and self.store.release_buffered(c, s.id, now)):
+                and self.store.release_buffered(c, s.id, now, record_key=run.record_key)):
             fx.wake_at(now)
 
     async def retry(self, tenant_id: str, run_id: str, *, also: AlsoTx | None = None) -> Run:
@@ -809,9 +946,11 @@ class Engine:
                 scheduled_for_ms=run.scheduled_for_ms, due_ms=now, triggered_ms=now,
                 attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,
                 previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
+                record_key=run.record_key,
             )
             if new.queue is not None:
-                new.resolved_payload = self._prepare(new, s).resolved
+                recs = self._records_of(c, {s.id: s}, [new])
+                new.resolved_payload = self._prepare(new, s, recs).resolved
             run.next_attempt_run_id = new.id
             if also is not None:
                 also(c, new)

@@ -176,6 +176,33 @@ class Run(msgspec.Struct, kw_only=True):
     last_heartbeat_ms: int | None = None
     cancel_requested_ms: int | None = None
     cancel_reason: str | None = None
+    record_key: str | None = None  # runs of a relative schedule: the record's key
+
+
+class EntityDefinition(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None = None
+    fields: dict[str, str]
+    record_count: int = 0
+    created_ms: int
+    updated_ms: int
+
+
+class EntityRecord(msgspec.Struct, kw_only=True):
+    key: str
+    data: dict[str, Any]
+    created_ms: int
+    updated_ms: int
+
+
+class Occurrence(msgspec.Struct, kw_only=True):
+    """A pending occurrence as the occurrences list shows it."""
+
+    record_key: str | None
+    scheduled_for_ms: int
+    due_ms: int
 
 
 class ApiKey(msgspec.Struct, kw_only=True):

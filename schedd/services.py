@@ -14,15 +14,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from schedd import action_config, auth, timing
+from schedd import action_config, auth, planning, timing
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.db import Conn
 from schedd.engine import Engine, missed_note, missed_run
+from schedd.entities import Entities, due_of, occurrence_preview
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
 from schedd.models import (
     ActionType,
     ApiKey,
+    EntityDefinition,
+    Occurrence,
     Run,
     RunStatus,
     Schedule,
@@ -45,9 +48,13 @@ PAUSED_MANUAL = "manual"
 UPDATABLE = (
     "action_config", "catchup_window_minutes", "description", "flexible_window_minutes",
     "max_retries", "name", "overlap_policy", "rate_limit_per_minute", "schedule_expression",
-    "status", "timezone",
+    "status", "timezone", "relative_field_name", "relative_offset_days", "relative_filter",
 )
-_TIMING_FIELDS = frozenset({"schedule_expression", "timezone"})
+_RELATIVE_FIELDS = ("relative_entity_definition_id", "relative_field_name",
+                    "relative_offset_days", "relative_filter")
+_TIMING_FIELDS = frozenset({"schedule_expression", "timezone", "relative_field_name",
+                            "relative_offset_days", "relative_filter"})
+MAX_OCCURRENCES_PAGE = 1000
 # Instants schedd accepts (UTC): 1970-01-01 up to 9999-01-01. Past that, date arithmetic
 # and RFC 3339 formatting overflow (year 10000); no schedule needs it.
 MIN_INSTANT_MS = 0
@@ -95,6 +102,7 @@ class Services:
         self.syncs: SyncService | None = None  # the Syncs API's use cases (schedd.syncs)
         # awaited before /metrics renders (gauges read from the database at scrape time)
         self.metrics_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.entities = Entities(store, clock, self._wake)
 
     def attach_engine(self, engine: Engine) -> None:
         self.engine = engine
@@ -241,7 +249,14 @@ class Services:
         now = self.clock.now_ms()
         stype = ScheduleType(f["schedule_type"])
         if stype is ScheduleType.relative:
-            raise _body("schedule_type", "relative schedules are not supported yet")
+            if not f.get("schedule_expression"):
+                f["schedule_expression"] = planning.DEFAULT_TIME_OF_DAY
+            if f.get("relative_offset_days") is None:
+                f["relative_offset_days"] = 0
+        else:
+            for key in _RELATIVE_FIELDS:
+                if f.get(key) is not None:
+                    raise _body(key, "only a relative schedule takes this field")
         tz = f.get("timezone")
         if tz is None:
             tz = "UTC"
@@ -281,26 +296,63 @@ class Services:
                 "relative_filter",
             ) if f.get(k) is not None},
         )
-        first = self.plan_first_run(s, now)
-        self._check_once_window(s, first, now)
-        if first is None:
-            field = "end_at" if end_ms is not None else "schedule_expression"
-            raise _body(field, "the schedule has no occurrence in the future")
-        s.next_run_ms = first
+        if stype is ScheduleType.relative:
+            self._time_of_day(s.schedule_expression)
+            if end_ms is not None and end_ms <= now:
+                raise _body("end_at", "the schedule has no occurrence in the future")
+        else:
+            first = self.plan_first_run(s, now)
+            self._check_once_window(s, first, now)
+            if first is None:
+                field = "end_at" if end_ms is not None else "schedule_expression"
+                raise _body(field, "the schedule has no occurrence in the future")
+            s.next_run_ms = first
 
         def tx(c: Conn) -> Schedule | None:
             if s.deduplication_key is not None:
                 existing = self.store.find_by_dedup_key(c, tenant_id, s.deduplication_key)
                 if existing is not None:
                     return existing
+            d = self._relative_definition(c, s) if stype is ScheduleType.relative else None
             self.store.insert_schedule(c, s)
+            if d is not None:
+                self.entities.planner.replan_schedule(c, s, d, now)
+                self.store.set_next_run(c, s.id, s.next_run_ms, now)
             return None
 
         existing = await self.db.write(tx)
         if existing is not None:
             return existing, False
-        self._wake(first)
+        self._wake(s.next_run_ms)
         return s, True
+
+    def _time_of_day(self, expr: str | None) -> None:
+        try:
+            planning.parse_time_of_day(expr)
+        except timing.TimingError as exc:
+            raise _body("schedule_expression", str(exc)) from None
+
+    def _relative_definition(self, c: Conn, s: Schedule) -> EntityDefinition:
+        """Check a relative schedule's definition, field and filter; its definition."""
+        if s.relative_entity_definition_id is None:
+            raise _body("relative_entity_definition_id", "required for a relative schedule",
+                        "missing")
+        d = self.store.get_definition(c, s.tenant_id, s.relative_entity_definition_id)
+        if d is None:
+            raise _body("relative_entity_definition_id",
+                        "no entity definition of this tenant has this id")
+        name = s.relative_field_name
+        if name is None:
+            raise _body("relative_field_name", "required for a relative schedule", "missing")
+        ftype = d.fields.get(name)
+        if ftype is None:
+            raise _body("relative_field_name", f"{name[:64]!r} is not a field of the entity "
+                        "definition")
+        if ftype not in planning.DATE_TYPES:
+            raise _body("relative_field_name", f"{name!r} is a {ftype} field; a relative "
+                        "schedule needs a date or datetime field")
+        planning.check_filter(d.fields, s.relative_filter, ("body", "relative_filter"))
+        return d
 
     async def get_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
         s = await self.db.read(self.store.get_schedule, tenant_id, schedule_id)
@@ -348,15 +400,30 @@ class Services:
                 raise _body(key, "may not be null", "none_forbidden")
         if "timezone" in patch:
             self._zone(patch["timezone"])
+        relative = s.schedule_type is ScheduleType.relative
+        for key in ("relative_field_name", "relative_offset_days", "relative_filter"):
+            if key in patch and not relative:
+                raise _body(key, "only a relative schedule takes this field")
+        for key in ("relative_field_name", "relative_offset_days"):
+            if key in patch and patch[key] is None:
+                raise _body(key, "may not be null", "none_forbidden")
+        if relative and "schedule_expression" in patch:
+            self._time_of_day(patch["schedule_expression"])
+        if "relative_filter" in patch:
+            _check_depth("relative_filter", patch["relative_filter"])
         if "action_config" in patch:
             _check_depth("action_config", patch["action_config"])
             merged = action_config.merge_redacted(s.action_config, patch["action_config"])
             s.action_config = self._action(s.action_type.value, merged)
         for key in ("name", "description", "max_retries", "catchup_window_minutes",
                     "flexible_window_minutes", "overlap_policy", "rate_limit_per_minute",
-                    "schedule_expression", "timezone"):
+                    "schedule_expression", "timezone", "relative_field_name",
+                    "relative_offset_days", "relative_filter"):
             if key in patch:
                 setattr(s, key, patch[key])
+        if relative:
+            d = self._relative_definition(c, s)
+            return self._update_relative_tx(c, s, d, patch, now)
         retime = bool(_TIMING_FIELDS & set(patch))
         if "status" in patch:
             new = ScheduleStatus(patch["status"])
@@ -378,6 +445,43 @@ class Services:
         s.updated_ms = now
         self.store.update_schedule(c, s)
         return s
+
+    def _update_relative_tx(self, c: Conn, s: Schedule, d: EntityDefinition,
+                            patch: Mapping[str, Any], now: int) -> Schedule:
+        """A relative schedule's update: a timing change (expression, timezone, field,
+        offset, filter) re-plans every record; a resume misses what passed while paused."""
+        if "status" in patch:
+            new = ScheduleStatus(patch["status"])
+            if new is ScheduleStatus.completed:
+                raise _body("status", "status may be set to 'active' or 'paused'", "enum")
+            if new is not s.status:
+                if s.status is ScheduleStatus.completed:
+                    raise Conflict("Schedule is completed; it cannot be resumed or paused")
+                if new is ScheduleStatus.paused:
+                    s.status = new
+                    s.paused_reason = PAUSED_MANUAL
+                else:
+                    self._resumed(s)
+                    self._miss_paused(c, s, now)
+        if _TIMING_FIELDS & set(patch) and s.status is not ScheduleStatus.completed:
+            self.entities.planner.replan_schedule(c, s, d, now)
+        elif s.status is not ScheduleStatus.completed:
+            s.next_run_ms = planning.next_run_of(self.store.earliest_occurrence(c, s.id),
+                                                 s.end_ms)
+        s.last_error = None
+        s.updated_ms = now
+        self.store.update_schedule(c, s)
+        return s
+
+    def _miss_paused(self, c: Conn, s: Schedule, now: int) -> None:
+        missed = self.entities.planner.miss_passed(c, s, now)
+        if missed:
+            log.warning("schedule %s missed %d record occurrence(s) while paused", s.id,
+                        len(missed))
+            if self.engine is not None:
+                self.engine.metrics.missed.inc(len(missed))
+        s.next_run_ms = planning.next_run_of(self.store.earliest_occurrence(c, s.id),
+                                                 s.end_ms)
 
     def _replan(self, c: Conn, s: Schedule, now: int, *, resuming: bool,
                       retimed: bool) -> None:
@@ -415,6 +519,7 @@ class Services:
             if self.store.get_schedule(c, tenant_id, schedule_id) is None:
                 raise NotFound("Schedule")
             self.store.cancel_pending_runs_of(c, schedule_id, now, "schedule deleted")
+            self.store.delete_schedule_occurrences(c, schedule_id)
             self.store.delete_schedule(c, schedule_id)
 
         await self.db.write(tx)
@@ -446,7 +551,12 @@ class Services:
 
     def _resume_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
         s = self._not_completed(c, tenant_id, schedule_id, "resumed")
-        if s.status is ScheduleStatus.paused:
+        if s.status is ScheduleStatus.paused and s.schedule_type is ScheduleType.relative:
+            self._resumed(s)
+            self._miss_paused(c, s, now)
+            s.updated_ms = now
+            self.store.update_schedule(c, s)
+        elif s.status is ScheduleStatus.paused:
             self._resumed(s)
             try:
                 self._replan(c, s, now, resuming=True, retimed=False)
@@ -465,6 +575,31 @@ class Services:
     async def trigger_schedule(self, tenant_id: str, schedule_id: str) -> Run:
         s = await self.get_schedule(tenant_id, schedule_id)
         return await self._engine().trigger(s)
+
+    async def occurrences(self, tenant_id: str, schedule_id: str,
+                          limit: int) -> list[Occurrence]:
+        """The pending occurrences, soonest first: a relative schedule's rows; for the
+        other types, the next fire times from next_run_at on."""
+        def read(c: Conn) -> list[Occurrence]:
+            s = self.store.get_schedule(c, tenant_id, schedule_id)
+            if s is None:
+                raise NotFound("Schedule")
+            if s.schedule_type is ScheduleType.relative:
+                if s.status is ScheduleStatus.completed:
+                    return []
+                rows = self.store.pending_occurrences(c, s.id, limit)
+                return [Occurrence(record_key=k, scheduled_for_ms=o,
+                                   due_ms=due_of(s, k, o)) for k, o in rows]
+            if s.next_run_ms is None or s.status is ScheduleStatus.completed:
+                return []
+            try:
+                times = occurrence_preview(s, s.next_run_ms, limit)
+            except (timing.TimingError, OverflowError, ValueError):
+                times = [s.next_run_ms]
+            return [Occurrence(record_key=None, scheduled_for_ms=o, due_ms=due_of(s, None, o))
+                    for o in times if MIN_INSTANT_MS <= o <= MAX_INSTANT_MS]
+
+        return await self.db.read(read)
 
     # ------------------------------------------------------------------ runs
     async def get_run(self, tenant_id: str, run_id: str) -> Run:

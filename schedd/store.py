@@ -20,6 +20,8 @@ import msgspec
 from schedd.db import Conn, Database
 from schedd.models import (
     ApiKey,
+    EntityDefinition,
+    EntityRecord,
     Run,
     RunStatus,
     Schedule,
@@ -35,7 +37,19 @@ _TALLY_OF_ACTIVE = (
     "SELECT r.id, " + ", ".join(f"s.{col}" for col in _TALLY_COLS)
     + " FROM runs r LEFT JOIN schedules s ON s.id = r.schedule_id"
     " WHERE r.id IN {in} AND r.status IN ('pending', 'running')")
-_JSON_COLS = frozenset({"action_config", "relative_filter", "result", "resolved_payload"})
+_JSON_COLS = frozenset({"action_config", "relative_filter", "result", "resolved_payload",
+                        "fields", "data"})
+DEF_COLS: tuple[str, ...] = EntityDefinition.__struct_fields__
+_D_SELECT = ", ".join(DEF_COLS)
+_REC_COLS: tuple[str, ...] = EntityRecord.__struct_fields__
+_REC_SELECT = ", ".join(_REC_COLS)
+# A record write: created_ms stays what it was when the key existed.
+_REC_UPSERT = ("INSERT INTO records (definition_id, key, data, created_ms, updated_ms)"
+               " VALUES (?, ?, ?, ?, ?) ON CONFLICT (definition_id, key) DO UPDATE SET"
+               " data = excluded.data, updated_ms = excluded.updated_ms")
+_OCC_UPSERT = ("INSERT INTO occurrences (schedule_id, record_key, next_ms, fired_ms)"
+               " VALUES (?, ?, ?, ?) ON CONFLICT (schedule_id, record_key) DO UPDATE SET"
+               " next_ms = excluded.next_ms, fired_ms = excluded.fired_ms")
 _S_SELECT = ", ".join(SCHEDULE_COLS)
 _R_SELECT = ", ".join(RUN_COLS)
 _S_INSERT = (
@@ -124,6 +138,17 @@ def run_from_row(row: Sequence[Any]) -> Run:
 
 def _tally_from_row(row: Sequence[Any]) -> ScheduleTally:
     return _from_row(ScheduleTally, _TALLY_COLS, row)
+
+
+def _where_in_args(c: Conn, sql: str, head: Sequence[Any], ids: Sequence[str]) -> list[Any]:
+    """_where_in with leading parameters `head` bound before the ids of each chunk."""
+    distinct = list(dict.fromkeys(ids))
+    rows: list[Any] = []
+    for i in range(0, len(distinct), 500):
+        chunk = distinct[i : i + 500]
+        rows += _all(c, sql.format(**{"in": f"({','.join('?' * len(chunk))})"}),
+                     [*head, *chunk])
+    return rows
 
 
 def _all(c: Conn, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -416,8 +441,23 @@ class Store:
         )
         return [int(r[0]) for r in rows]
 
-    def release_buffered(self, c: Conn, schedule_id: str, now_ms: int) -> bool:
-        """Start the oldest buffered run of a schedule once nothing else of it is active."""
+    def release_buffered(self, c: Conn, schedule_id: str, now_ms: int, *,
+                         record_key: str | None = None) -> bool:
+        """Start the oldest buffered run of a schedule once nothing else of it is active
+        (of a relative schedule: of that record)."""
+        if record_key is not None:
+            cur = c.execute(
+                "UPDATE runs SET waiting = 0, due_ms = max(due_ms, ?) WHERE id = ("
+                " SELECT id FROM runs INDEXED BY runs_active WHERE schedule_id = ?"
+                " AND record_key = ? AND status IN ('pending', 'running')"
+                " AND status = 'pending' AND waiting = 1"
+                " ORDER BY scheduled_for_ms, seq LIMIT 1)"
+                " AND NOT EXISTS (SELECT 1 FROM runs INDEXED BY runs_active"
+                " WHERE schedule_id = ? AND record_key = ?"
+                " AND status IN ('pending', 'running') AND waiting = 0)",
+                (now_ms, schedule_id, record_key, schedule_id, record_key),
+            )
+            return cur.rowcount == 1
         cur = c.execute(
             "UPDATE runs SET waiting = 0, due_ms = max(due_ms, ?) WHERE id = ("
             " SELECT id FROM runs WHERE schedule_id = ? AND status = 'pending' AND waiting = 1"
@@ -448,10 +488,25 @@ class Store:
             (now_ms,), order="due_ms", limit=limit,
         )
 
-    def active_runs_of(self, c: Conn, schedule_id: str) -> list[Run]:
-        """Pending or running runs of one schedule, oldest first."""
+    def active_runs_of(self, c: Conn, schedule_id: str, *,
+                       record_key: str | None = None) -> list[Run]:
+        """Pending or running runs of one schedule (or of one record of it), oldest first."""
+        if record_key is not None:
+            return self.runs_where(
+                c, "schedule_id = ? AND record_key = ? AND status IN ('pending', 'running')",
+                (schedule_id, record_key))
         return self.runs_where(
             c, "schedule_id = ? AND status IN ('pending', 'running')", (schedule_id,))
+
+    def cancel_pending_runs_of_records(self, c: Conn, schedule_id: str, keys: Sequence[str],
+                                       now_ms: int, reason: str) -> None:
+        """Deleted records: their runs not yet started (deferred, buffered, retries) end."""
+        if keys:
+            c.executemany(
+                "UPDATE runs SET status = 'cancelled', completed_ms = ?, error_code ="
+                " 'cancelled', error_message = ?, cancel_requested_ms = ?, cancel_reason = ?,"
+                " waiting = 0 WHERE schedule_id = ? AND record_key = ? AND status = 'pending'",
+                [(now_ms, reason, now_ms, reason, schedule_id, k) for k in keys])
 
     def due_backlog(self, c: Conn, now_ms: int) -> int:
         """Occurrences and runs due by now that have not started yet."""
@@ -499,3 +554,167 @@ class Store:
             (RunStatus.cancelled.value, now_ms, now_ms, reason, schedule_id),
         )
         return int(cur.rowcount)
+
+    # ------------------------------------------------------------------ entity definitions
+    def insert_definition(self, c: Conn, d: EntityDefinition) -> None:
+        c.execute(f"INSERT INTO entity_definitions ({_D_SELECT})"
+                  f" VALUES ({', '.join('?' * len(DEF_COLS))})", _values(d, DEF_COLS))
+
+    def update_definition(self, c: Conn, d: EntityDefinition) -> None:
+        c.execute("UPDATE entity_definitions SET description = ?, fields = ?, updated_ms = ?"
+                  " WHERE id = ?", [*_values(d, ("description", "fields", "updated_ms")), d.id])
+
+    def get_definition(self, c: Conn, tenant_id: str | None,
+                       definition_id: str) -> EntityDefinition | None:
+        sql = f"SELECT {_D_SELECT} FROM entity_definitions WHERE id = ?"
+        params: list[Any] = [definition_id]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        rows = _all(c, sql, params)
+        return _from_row(EntityDefinition, DEF_COLS, rows[0]) if rows else None
+
+    def definition_name_taken(self, c: Conn, tenant_id: str, name: str) -> bool:
+        return bool(_all(c, "SELECT 1 FROM entity_definitions WHERE tenant_id = ? AND name = ?",
+                         (tenant_id, name)))
+
+    def list_definitions(self, c: Conn, tenant_id: str, limit: int,
+                         offset: int) -> tuple[list[EntityDefinition], int]:
+        total = _all(c, "SELECT count(*) FROM entity_definitions WHERE tenant_id = ?",
+                     (tenant_id,))[0][0]
+        rows = _all(c, f"SELECT {_D_SELECT} FROM entity_definitions WHERE tenant_id = ?"
+                       " ORDER BY seq LIMIT ? OFFSET ?", (tenant_id, limit, offset))
+        return [_from_row(EntityDefinition, DEF_COLS, r) for r in rows], int(total)
+
+    def delete_definition(self, c: Conn, definition_id: str) -> None:
+        c.execute("DELETE FROM records WHERE definition_id = ?", (definition_id,))
+        c.execute("DELETE FROM entity_definitions WHERE id = ?", (definition_id,))
+
+    def add_record_count(self, c: Conn, definition_id: str, delta: int, now_ms: int) -> None:
+        if delta:
+            c.execute("UPDATE entity_definitions SET record_count = record_count + ?"
+                      " WHERE id = ?", (delta, definition_id))
+
+    def schedules_of_definition(self, c: Conn, definition_id: str) -> list[Schedule]:
+        """Every relative schedule over this definition (any status)."""
+        rows = _all(c, f"SELECT {_S_SELECT} FROM schedules INDEXED BY schedules_definition"
+                       " WHERE relative_entity_definition_id = ? ORDER BY seq",
+                    (definition_id,))
+        return [schedule_from_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ records
+    def get_record(self, c: Conn, definition_id: str, key: str) -> EntityRecord | None:
+        rows = _all(c, f"SELECT {_REC_SELECT} FROM records WHERE definition_id = ? AND key = ?",
+                    (definition_id, key))
+        return _from_row(EntityRecord, _REC_COLS, rows[0]) if rows else None
+
+    def existing_record_keys(self, c: Conn, definition_id: str, keys: Sequence[str]) -> set[str]:
+        return {str(r[0]) for r in _where_in_args(
+            c, "SELECT key FROM records WHERE definition_id = ? AND key IN {in}",
+            (definition_id,), keys)}
+
+    def records_data(self, c: Conn, definition_id: str,
+                     keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """key -> data of the records that exist among `keys`."""
+        return {str(r[0]): _dec.decode(r[1]) for r in _where_in_args(
+            c, "SELECT key, data FROM records WHERE definition_id = ? AND key IN {in}",
+            (definition_id,), keys)}
+
+    def upsert_records(self, c: Conn, definition_id: str,
+                       items: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """Write (key, data as JSON text) records; created_ms stays for existing keys."""
+        c.executemany(_REC_UPSERT, [(definition_id, k, d, now_ms, now_ms) for k, d in items])
+
+    def delete_records(self, c: Conn, definition_id: str, keys: Sequence[str]) -> int:
+        cur = c.executemany("DELETE FROM records WHERE definition_id = ? AND key = ?",
+                            [(definition_id, k) for k in keys])
+        return int(cur.rowcount)
+
+    def list_records(self, c: Conn, definition_id: str, after: str | None,
+                     limit: int) -> list[EntityRecord]:
+        if after is None:
+            rows = _all(c, f"SELECT {_REC_SELECT} FROM records WHERE definition_id = ?"
+                           " ORDER BY key LIMIT ?", (definition_id, limit))
+        else:
+            rows = _all(c, f"SELECT {_REC_SELECT} FROM records WHERE definition_id = ?"
+                           " AND key > ? ORDER BY key LIMIT ?", (definition_id, after, limit))
+        return [_from_row(EntityRecord, _REC_COLS, r) for r in rows]
+
+    def record_page(self, c: Conn, definition_id: str, after: str | None,
+                    limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """(key, data) of the next `limit` records after `after`: what re-planning a whole
+        definition walks, a page at a time."""
+        rows = _all(c, "SELECT key, data FROM records WHERE definition_id = ? AND key > ?"
+                       " ORDER BY key LIMIT ?", (definition_id, after or "", limit))
+        return [(str(r[0]), _dec.decode(r[1])) for r in rows]
+
+    # ------------------------------------------------------------------ occurrences
+    def occurrence_rows(self, c: Conn, schedule_id: str,
+                        keys: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """record key -> (pending occurrence, last fired occurrence), for rows that exist."""
+        return {str(r[0]): (r[1], r[2]) for r in _where_in_args(
+            c, "SELECT record_key, next_ms, fired_ms FROM occurrences"
+               " WHERE schedule_id = ? AND record_key IN {in}", (schedule_id,), keys)}
+
+    def all_occurrence_rows(self, c: Conn, schedule_id: str, after: str | None,
+                            limit: int) -> dict[str, tuple[int | None, int | None]]:
+        rows = _all(c, "SELECT record_key, next_ms, fired_ms FROM occurrences"
+                       " WHERE schedule_id = ? AND record_key > ? ORDER BY record_key LIMIT ?",
+                    (schedule_id, after or "", limit))
+        return {str(r[0]): (r[1], r[2]) for r in rows}
+
+    def write_occurrences(self, c: Conn, schedule_id: str,
+                          rows: Sequence[tuple[str, int | None, int | None]]) -> None:
+        """Upsert (record key, pending occurrence, last fired) rows."""
+        if rows:
+            c.executemany(_OCC_UPSERT, [(schedule_id, k, n, f) for k, n, f in rows])
+
+    def delete_occurrences(self, c: Conn, schedule_id: str, keys: Sequence[str]) -> None:
+        if keys:
+            c.executemany("DELETE FROM occurrences WHERE schedule_id = ? AND record_key = ?",
+                          [(schedule_id, k) for k in keys])
+
+    def delete_schedule_occurrences(self, c: Conn, schedule_id: str) -> None:
+        c.execute("DELETE FROM occurrences WHERE schedule_id = ?", (schedule_id,))
+
+    def earliest_occurrence(self, c: Conn, schedule_id: str) -> int | None:
+        rows = _all(c, "SELECT min(next_ms) FROM occurrences INDEXED BY occurrences_due"
+                       " WHERE schedule_id = ? AND next_ms IS NOT NULL", (schedule_id,))
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    def due_occurrences(self, c: Conn, schedule_id: str, now_ms: int,
+                        limit: int) -> list[tuple[str, int]]:
+        """(record key, occurrence) of a schedule's pending occurrences due by now, soonest
+        first: a range of occurrences_due, as many rows as are claimed."""
+        rows = _all(c, "SELECT record_key, next_ms FROM occurrences INDEXED BY occurrences_due"
+                       " WHERE schedule_id = ? AND next_ms IS NOT NULL AND next_ms <= ?"
+                       " ORDER BY next_ms LIMIT ?", (schedule_id, now_ms, limit))
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def pending_occurrences(self, c: Conn, schedule_id: str,
+                            limit: int) -> list[tuple[str, int]]:
+        rows = _all(c, "SELECT record_key, next_ms FROM occurrences INDEXED BY occurrences_due"
+                       " WHERE schedule_id = ? AND next_ms IS NOT NULL"
+                       " ORDER BY next_ms, record_key LIMIT ?", (schedule_id, limit))
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def fire_occurrences(self, c: Conn, schedule_id: str,
+                         items: Sequence[tuple[str, int]]) -> None:
+        """Claimed: each (record key, occurrence) is no longer pending and is the last fired,
+        compare-and-set on the pending instant."""
+        if items:
+            c.executemany("UPDATE occurrences SET next_ms = NULL, fired_ms = next_ms"
+                          " WHERE schedule_id = ? AND record_key = ? AND next_ms = ?",
+                          [(schedule_id, k, o) for k, o in items])
+
+    def set_next_run(self, c: Conn, schedule_id: str, next_ms: int | None, now_ms: int) -> None:
+        c.execute("UPDATE schedules SET next_run_ms = ? WHERE id = ?", (next_ms, schedule_id))
+
+    def active_counts_by_record(self, c: Conn, schedule_id: str,
+                                keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """record key -> (pending or running runs of the schedule for it, of which waiting)."""
+        rows = _where_in_args(
+            c, "SELECT record_key, count(*), sum(waiting) FROM runs INDEXED BY runs_active"
+               " WHERE status IN ('pending', 'running') AND schedule_id = ?"
+               " AND record_key IN {in} GROUP BY record_key", (schedule_id,), keys)
+        return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows}

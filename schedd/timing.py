@@ -40,6 +40,7 @@ __all__ = [
     "parse_duration_ms",
     "parse_instant_ms",
     "preview",
+    "wall_ms",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -132,6 +133,12 @@ def _resolve_wall(naive: datetime, tz: ZoneInfo) -> int:
         else:
             lo = mid
     return hi
+
+
+def wall_ms(naive: datetime, tz: ZoneInfo) -> int:
+    """A naive wall time in ``tz`` as epoch ms: a gap time resolves to the first instant
+    after the jump, a repeated time to its first occurrence (``_resolve_wall``)."""
+    return _resolve_wall(naive, tz)
 
 
 def parse_instant_ms(text: str, tz: ZoneInfo) -> int:
@@ -409,7 +416,8 @@ def _compile_timer(
     """
     tz = load_zone(tz_name)
     if schedule_type == "relative":
-        raise TimingError("relative schedules are not supported yet")
+        raise TimingError("a relative schedule fires per record, at dates read from its "
+                          "records: see GET /v1/schedules/{id}/occurrences")
     if schedule_type not in ("cron", "interval", "once"):
         raise TimingError(f"unknown schedule type {schedule_type[:30]!r}")
     if expression is None or not expression.strip():

@@ -539,13 +539,13 @@ async def test_bad_instant(api: Api, field: str) -> None:
     assert_422(r, ["body", field])
 
 
-async def test_relative_is_not_supported_yet(api: Api) -> None:
+async def test_relative_needs_a_definition_of_the_tenant(api: Api) -> None:
     r = await api.post("/v1/schedules", schedule_body(
         schedule_type="relative", schedule_expression="09:00",
         relative_entity_definition_id=NIL_UUID, relative_field_name="renewal_date",
         relative_offset_days=-7))
-    item = assert_422(r, ["body", "schedule_type"])
-    assert "not supported yet" in item["msg"]
+    item = assert_422(r, ["body", "relative_entity_definition_id"])
+    assert "no entity definition" in item["msg"]
 
 
 @pytest.mark.parametrize("config", [

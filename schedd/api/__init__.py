@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from schedd import __version__
-from schedd.api import metrics, runs, schedules, system
+from schedd.api import entities, metrics, runs, schedules, system
 from schedd.api.compat import syncs as compat_syncs
 from schedd.api.errors import EXCEPTION_HANDLERS
 from schedd.api.openapi import finalize_openapi
@@ -43,7 +43,8 @@ def create_app(
 ) -> Litestar:
     v1 = Router(
         "/v1",
-        route_handlers=[*schedules.HANDLERS, *runs.HANDLERS, *extra_v1_handlers],
+        route_handlers=[*schedules.HANDLERS, *runs.HANDLERS, *entities.HANDLERS,
+                        *extra_v1_handlers],
         guards=[api_key_guard],
         security=[{"bearer": []}, {"apiKey": []}],
     )

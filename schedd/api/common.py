@@ -127,4 +127,5 @@ def run_out(r: Run) -> RunOut:
         last_heartbeat_at=_ts(r.last_heartbeat_ms),
         cancel_requested_at=_ts(r.cancel_requested_ms),
         cancel_reason=r.cancel_reason,
+        record_key=r.record_key,
     )

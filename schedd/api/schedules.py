@@ -20,12 +20,15 @@ from schedd.api.common import (
 )
 from schedd.api.schemas import (
     MAX_LIST_OFFSET,
+    OccurrenceList,
+    OccurrenceOut,
     ScheduleCreate,
     ScheduleList,
     ScheduleOut,
     ScheduleUpdate,
 )
 from schedd.models import ScheduleStatus
+from schedd.timing import format_ms
 
 R = Request[Any, Any, Any]
 SID = "/{schedule_id:str}"
@@ -137,7 +140,23 @@ async def resume_schedule(request: R, schedule_id: ScheduleIdPath) -> ScheduleOu
     return schedule_out(svc, s)
 
 
+@get("/schedules" + SID + "/occurrences", responses=ERRORS, summary="List Occurrences")
+async def list_occurrences(
+    request: R,
+    schedule_id: ScheduleIdPath,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+) -> OccurrenceList:
+    """The pending occurrences, soonest first (a relative schedule's per record; for the
+    other types the next fire times)."""
+    svc = services_of(request)
+    items = await svc.occurrences(tenant_of(request), path_uuid(schedule_id, "schedule_id"),
+                                  limit)
+    return OccurrenceList(occurrences=[
+        OccurrenceOut(record_key=o.record_key, scheduled_for=format_ms(o.scheduled_for_ms),
+                      due_at=format_ms(o.due_ms)) for o in items])
+
+
 HANDLERS = [
     list_schedules, create_schedule, get_schedule, update_schedule, delete_schedule,
-    pause_schedule, resume_schedule,
+    pause_schedule, resume_schedule, list_occurrences,
 ]

@@ -127,6 +127,9 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     schedule_expression: Expression | UnsetType = UNSET
     status: Literal["active", "paused"] | UnsetType = UNSET
     timezone: Timezone | UnsetType = UNSET
+    relative_field_name: str | UnsetType = UNSET
+    relative_offset_days: OffsetDays | UnsetType = UNSET
+    relative_filter: dict[str, Any] | UnsetType | None = UNSET
 
     def present(self) -> dict[str, Any]:
         return {
@@ -228,6 +231,7 @@ class RunOut(msgspec.Struct, kw_only=True):
     last_heartbeat_at: str | None
     cancel_requested_at: str | None
     cancel_reason: str | None
+    record_key: str | None
 
 
 class RunList(msgspec.Struct, kw_only=True):
@@ -267,3 +271,95 @@ class CompleteIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: Annotated[str, Meta(pattern="^(succeeded|failed)$")]
     result: Any = None
     error_message: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+# --------------------------------------------------------------------------- entities
+DefinitionName = Annotated[str, Meta(min_length=1, max_length=100)]
+Description = Annotated[str, Meta(max_length=2000)]
+
+
+class DefinitionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: DefinitionName
+    description: Description | None = None
+    # checked by the services (names, types, 1..100): a 422 naming the field
+    fields: dict[str, Any]
+
+
+class DefinitionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    description: Description | UnsetType | None = UNSET
+    fields: dict[str, Any] | UnsetType | None = UNSET
+
+    def present(self) -> dict[str, Any]:
+        return {
+            f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET
+        }
+
+
+class DefinitionOut(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None
+    fields: dict[str, str]
+    record_count: int
+    created_at: str
+    updated_at: str
+
+
+class DefinitionList(msgspec.Struct, kw_only=True):
+    entity_definitions: list[DefinitionOut]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class RecordIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # an object, checked by the services: Litestar reports a type error of a top-level
+    # field named `data` without its name, so the 422 could not say ["body", "data"]
+    data: Any
+
+
+class RecordOut(msgspec.Struct, kw_only=True):
+    key: str
+    data: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class RecordList(msgspec.Struct, kw_only=True):
+    records: list[RecordOut]
+    next_after: str | None
+
+
+RecordKey = Annotated[str, Meta(min_length=1, max_length=200)]
+MAX_BATCH = 10_000
+
+
+class BatchUpsertItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    key: RecordKey
+    data: dict[str, Any]
+
+
+class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """At most 10,000 items in all (the services check the sum and the data's types)."""
+
+    upsert: Annotated[list[BatchUpsertItem], Meta(max_length=MAX_BATCH)] = msgspec.field(
+        default_factory=list)
+    delete: Annotated[list[RecordKey], Meta(max_length=MAX_BATCH)] = msgspec.field(
+        default_factory=list)
+
+
+class BatchOut(msgspec.Struct, kw_only=True):
+    upserted: int
+    deleted: int
+
+
+class OccurrenceOut(msgspec.Struct, kw_only=True):
+    record_key: str | None
+    scheduled_for: str
+    due_at: str
+
+
+class OccurrenceList(msgspec.Struct, kw_only=True):
+    occurrences: list[OccurrenceOut]
