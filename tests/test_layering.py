@@ -33,8 +33,11 @@ FORBIDDEN: dict[str, set[str]] = {
     "commands": _ABOVE_ACTIONS | {"actions", "webhooks", "webhook_http"},
     "webhook_http": _ABOVE_ACTIONS | (ACTION_MODULES - {"webhook_http"}),
     "db": {"store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
-    "store": {"engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
-    "engine": {"services", "api", "daemon", "cli"},
+    "store": {"engine", "services", "entities", "api", "daemon", "cli", *ACTION_MODULES},
+    "engine": {"services", "entities", "api", "daemon", "cli"},
+    "planning": {"db", "store", "engine", "services", "entities", "api", "daemon", "cli",
+                 *ACTION_MODULES},
+    "entities": {"api", "daemon", "cli"},
     "services": {"api", "daemon", "cli"},
     "api": {"db", "store", "sync_store", "engine", "backends", "daemon", "cli",
             *ACTION_MODULES},
@@ -68,6 +71,8 @@ THIRD_PARTY_FORBIDDEN = {
     "action_config": _NO_WEB | {"aiohttp"},
     "templates": _NO_WEB | {"aiohttp"},
     "commands": _NO_WEB | {"aiohttp"},
+    "planning": {"litestar", "sqlite3", "aiohttp"},
+    "entities": {"litestar", "uvicorn"},
 }
 
 
