@@ -114,6 +114,7 @@ def context_for(run: Run, s: Schedule, record: dict[str, Any] | None = None) -> 
         trigger_type=run.trigger_type,
         payload=s.action_config.get("payload"),
         attempt_root_run_id=run.attempt_root_run_id,
+        record_key=run.record_key,
         record=record,
     )
 

@@ -52,6 +52,9 @@ class RunContext(msgspec.Struct, kw_only=True):
     triggered_at: str
     trigger_type: str
     payload: Any = None
+    # relative schedules: the run's record key, and its data as it is when the run starts
+    # (None: the record was deleted meanwhile)
+    record_key: str | None = None
     record: dict[str, Any] | None = None
     # the first attempt's run id: one webhook message across its retries (Standard Webhooks)
     attempt_root_run_id: str | None = None

@@ -37,6 +37,8 @@ def placeholder_value(name: str, ctx: RunContext) -> str | None:
     simple = _SIMPLE_PLACEHOLDERS.get(name)
     if simple is not None:
         return simple(ctx)
+    if name == "record.key" and ctx.record_key is not None:
+        return ctx.record_key
     if name.startswith("record.") and ctx.record is not None:
         field = name[len("record.") :]
         if field in ctx.record:

@@ -8,7 +8,8 @@ redirects are followed; everything else through one shared aiohttp ClientSession
 Decisions (the spec leaves these open):
 - Request headers, in this order: ``Content-Type: application/json`` (only when a body is
   sent), ``User-Agent``, ``Idempotency-Key`` (run id), ``X-Schedd-Schedule-Id``,
-  ``X-Schedd-Run-Id``, ``X-Schedd-Attempt``, ``X-Schedd-Scheduled-For``, then the config's
+  ``X-Schedd-Run-Id``, ``X-Schedd-Attempt``, ``X-Schedd-Scheduled-For`` (and
+  ``X-Schedd-Record-Key`` for a record's run), then the config's
   headers (values substituted; they may replace Content-Type and User-Agent), then with a
   secret ``webhook-id`` (the first attempt's run id, the same on every retry),
   ``webhook-timestamp`` and ``webhook-signature``.
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
@@ -103,7 +104,7 @@ def _set_header(headers: dict[str, str], name: str, value: str) -> None:
 
 
 def _envelope(ctx: RunContext) -> dict[str, Any]:
-    return {
+    env = {
         "schedule_id": ctx.schedule_id,
         "run_id": ctx.run_id,
         "attempt": ctx.attempt,
@@ -112,6 +113,15 @@ def _envelope(ctx: RunContext) -> dict[str, Any]:
         "trigger_type": ctx.trigger_type,
         "payload": ctx.payload,
     }
+    if ctx.record_key is not None:
+        env["record"] = {"key": ctx.record_key, "data": ctx.record}
+    return env
+
+
+def record_key_header(key: str) -> str:
+    """X-Schedd-Record-Key: the key percent-encoded as UTF-8 (RFC 3986; letters, digits and
+    -._~ stay as they are), so that any key makes a valid header value."""
+    return quote(key, safe="")
 
 
 def build_request(config: dict[str, Any], ctx: RunContext, user_agent: str) -> WebhookRequest:
@@ -132,6 +142,8 @@ def build_request(config: dict[str, Any], ctx: RunContext, user_agent: str) -> W
     headers["X-Schedd-Run-Id"] = ctx.run_id
     headers["X-Schedd-Attempt"] = str(ctx.attempt)
     headers["X-Schedd-Scheduled-For"] = ctx.scheduled_for
+    if ctx.record_key is not None:
+        headers["X-Schedd-Record-Key"] = record_key_header(ctx.record_key)
     for name, value in (config.get("headers") or {}).items():
         if is_reserved_header(name):
             continue  # validation refuses these; a stored config cannot sneak one in

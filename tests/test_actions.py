@@ -1204,3 +1204,31 @@ def test_a_webhook_payload_is_kept_for_the_run_envelope() -> None:
     ctx = make_ctx(payload=config["payload"])
     runner = ActionRunner(user_agent=UA, now_s=lambda: NOW_S)
     assert runner.resolve("webhook", config, ctx)["body"]["payload"] == {"invoice": 7}
+
+
+async def test_a_records_run_carries_its_record(sink: Sink, runner: ActionRunner) -> None:
+    # a relative schedule's run: envelope "record", X-Schedd-Record-Key, {{record.*}}
+    ctx = make_ctx(record_key="cus 42/ü", record={"email": "ann@example.com", "seats": 3,
+                                                  "key": "a field named key"})
+    outcome = await runner.run("webhook", webhook(sink.url("/r")), ctx)
+    assert outcome.ok
+    [req] = await sink.wait_for(1)
+    assert req.json()["record"] == {"key": "cus 42/ü", "data": ctx.record}
+    assert req.headers["x-schedd-record-key"] == "cus%2042%2F%C3%BC"  # percent-encoded UTF-8
+    config = webhook(sink.url("/t/{{record.email}}"), headers={"X-Who": "{{record.key}}"},
+                     body={"k": "{{record.key}}", "n": "{{record.seats}}",
+                           "gone": "{{record.nope}}"})
+    assert (await runner.run("webhook", config, ctx)).ok
+    [_, req] = await sink.wait_for(2)
+    assert req.path == "/t/ann@example.com"
+    assert req.json() == {"k": "cus 42/ü", "n": "3", "gone": "{{record.nope}}"}
+    # the record was deleted before the run started: its key, data null
+    gone = make_ctx(record_key="cus_1", record=None)
+    assert (await runner.run("webhook", webhook(sink.url("/g")), gone)).ok
+    [*_, req] = await sink.wait_for(3)
+    assert req.json()["record"] == {"key": "cus_1", "data": None}
+    assert req.headers["x-schedd-record-key"] == "cus_1"
+    # a schedule that is not relative: no record, no header
+    assert (await runner.run("webhook", webhook(sink.url("/n")), make_ctx())).ok
+    [*_, req] = await sink.wait_for(4)
+    assert "record" not in req.json() and "x-schedd-record-key" not in req.headers

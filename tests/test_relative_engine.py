@@ -393,6 +393,7 @@ async def test_the_action_sees_the_record_as_it_is_when_the_run_starts(
         await k.run_until(ms("2027-01-06T00:00:00Z"))
         assert [c.record for c in k.runner.calls] == [
             {"renewal": "2027-01-05", "plan": "pro"}]
+        assert [c.record_key for c in k.runner.calls] == ["c1"]
         assert [r.record_key for r in await k.runs(s.id)] == ["c1"]
 
 
