@@ -416,7 +416,7 @@ def _compile_timer(
     """
     tz = load_zone(tz_name)
     if schedule_type == "relative":
-        raise TimingError("a relative schedule fires per record, at dates read from its "
+        raise TimingError("relative schedules fire per record, at dates read from their "
                           "records: see GET /v1/schedules/{id}/occurrences")
     if schedule_type not in ("cron", "interval", "once"):
         raise TimingError(f"unknown schedule type {schedule_type[:30]!r}")

@@ -27,7 +27,12 @@ Rule = tuple[tuple[str | int, ...], str]
 SEMANTIC_422: Final[dict[str, list[Rule]]] = {
     "POST /v1/schedules": [
         (("body", "schedule_expression"), _EXPRESSION),
-        (("body", "schedule_type"), r"relative schedules are not supported yet"),
+        # relative schedules: the definition, field and filter must exist and fit; the
+        # relative_* fields belong to relative schedules only
+        (("body", "relative_entity_definition_id"), ANY),
+        (("body", "relative_field_name"), ANY),
+        (("body", "relative_offset_days"), r"only a relative schedule"),
+        (("body", "relative_filter"), ANY),
         (("body", "timezone"), _ZONE),
         (("body", "start_at"), _INSTANT),
         (("body", "end_at"), _INSTANT),  # also: end_at must be after start_at
@@ -36,6 +41,9 @@ SEMANTIC_422: Final[dict[str, list[Rule]]] = {
     ],
     "PUT /v1/schedules/{schedule_id}": [
         (("body", "schedule_expression"), _EXPRESSION),
+        (("body", "relative_field_name"), ANY),
+        (("body", "relative_offset_days"), r"only a relative schedule"),
+        (("body", "relative_filter"), ANY),
         (("body", "timezone"), _ZONE),
         (("body", "action_config"), ANY),
     ],
@@ -51,6 +59,17 @@ SEMANTIC_422: Final[dict[str, list[Rule]]] = {
         (("body", "executionConfig"), ANY),
         (("body", "executionBackend"), r"the temporal backend is not available"),
         (("body", "schedule"), ANY),
+    ],
+    # a record's declared fields must have their types (the definition is data, not schema)
+    "PUT /v1/entity-definitions/{definition_id}/records/{key}": [
+        (("body", "data"), ANY),
+    ],
+    "POST /v1/entity-definitions/{definition_id}/records/batch": [
+        (("body", "upsert"), ANY),  # a data value of the wrong type; a repeated key; > 10,000
+        (("body", "delete"), ANY),
+    ],
+    "PUT /v1/entity-definitions/{definition_id}": [
+        (("body", "fields"), r"a definition (keeps at least|has at most)"),  # 1..100 fields
     ],
     "GET /v1/preview": [
         (("query", "schedule_expression"), _EXPRESSION),

@@ -783,7 +783,7 @@ def test_once_outside_bounds_never_fires() -> None:
 @pytest.mark.parametrize(
     ("schedule_type", "expression", "zone", "message"),
     [
-        ("relative", "09:00", "UTC", "fires per record"),
+        ("relative", "09:00", "UTC", "fire per record"),
         ("hourly", "x", "UTC", "unknown schedule type"),
         ("cron", None, "UTC", "an expression is required"),
         ("interval", "", "UTC", "an expression is required"),

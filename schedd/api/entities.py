@@ -9,6 +9,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from schedd.api.common import ERRORS, path_uuid, services_of, tenant_of
 from schedd.api.schemas import (
+    MAX_LIST_OFFSET,
     BatchIn,
     BatchOut,
     DefinitionCreate,
@@ -59,7 +60,7 @@ async def create_definition(request: R,
 async def list_definitions(
     request: R,
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> DefinitionList:
     ent = services_of(request).entities
     items, total = await ent.list_definitions(tenant_of(request), limit, offset)

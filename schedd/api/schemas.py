@@ -39,10 +39,12 @@ Timezone = Annotated[str, Meta(
 )]
 Expression = Annotated[str, Meta(
     min_length=1,
-    description="Required. Its syntax depends on `schedule_type`: `cron`: 5 fields or a macro "
+    description="Required, except for `relative`. Its syntax depends on `schedule_type`: "
+    "`cron`: 5 fields or a macro "
     "(`0 9 * * 1-5`, `@daily`); `interval`: a duration (`15m`, `1h30m`, `PT15M`); `once`: an "
     "ISO 8601 date-time (wall time in `timezone` without an offset), no older than "
-    "`catchup_window_minutes` before now. The schedule must have an occurrence from now on. "
+    "`catchup_window_minutes` before now; `relative`: a time of day `HH:MM` (default "
+    "`00:00`). The schedule must have an occurrence from now on. "
     "See docs/scheduling.md.",
 )]
 Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, description=_INSTANT)]
@@ -58,7 +60,21 @@ MaxRetries = Annotated[int, Meta(ge=0, le=10)]
 Backoff = Annotated[int, Meta(ge=0, le=MAX_BACKOFF_SECONDS)]
 PauseCount = Annotated[int, Meta(ge=1, le=100)]
 RateLimit = Annotated[int, Meta(ge=1, le=MAX_RATE_PER_MINUTE)]
-OffsetDays = Annotated[int, Meta(ge=-MAX_OFFSET_DAYS, le=MAX_OFFSET_DAYS)]
+OffsetDays = Annotated[int, Meta(ge=-MAX_OFFSET_DAYS, le=MAX_OFFSET_DAYS,
+                                  description="Relative schedules only: days added to the "
+                                  "record's date (negative: before). Default 0.")]
+DefinitionRef = Annotated[uuid.UUID, Meta(
+    description="Relative schedules only, and required for them: the id of an entity "
+    "definition of this tenant (422 otherwise).")]
+FieldRef = Annotated[str, Meta(
+    description="Relative schedules only, and required for them: a `date` or `datetime` field "
+    "of the entity definition (422 otherwise).")]
+RelativeFilter = Annotated[dict[str, Any], Meta(
+    description="Relative schedules only: `{field: condition}`, all must hold; a condition is "
+    "a literal (equality) or an object of operators `eq`, `ne`, `lt`, `lte`, `gt`, `gte`, "
+    "`in` (a list), `exists` (a boolean). Every field must be declared in the definition "
+    "and every operand must have the field's type (422 naming "
+    "[\"body\", \"relative_filter\", ...] otherwise). See docs/scheduling.md#filters.")]
 
 
 class ActionType(StrEnum):
@@ -75,7 +91,9 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     the field): `timezone` exists; `start_at`/`end_at` parse and `end_at` is after
     `start_at`; `schedule_expression` is valid for `schedule_type` and has an occurrence from
     now on; a `once` time is not older than the catch-up window; `action_config` is valid
-    for `action_type`. `relative` schedules are not accepted yet (422 on `schedule_type`).
+    for `action_type`; a relative schedule's definition, field and filter exist and fit
+    (docs/scheduling.md#relative-schedules), and the `relative_*` fields are refused on other
+    types.
     With a `deduplication_key` already used by this tenant, the existing schedule is
     answered (200) unchanged."""
 
@@ -103,10 +121,10 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pause_on_failure_count: PauseCount = 5
     rate_limit_per_minute: RateLimit | None = None
     action_after_completion: AfterCompletion = AfterCompletion.NONE
-    relative_entity_definition_id: uuid.UUID | None = None
-    relative_field_name: str | None = None
+    relative_entity_definition_id: DefinitionRef | None = None
+    relative_field_name: FieldRef | None = None
     relative_offset_days: OffsetDays | None = None
-    relative_filter: dict[str, Any] | None = None
+    relative_filter: RelativeFilter | None = None
 
 
 class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -114,7 +132,9 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     `timezone` recomputes the next run from now and is checked as at creation (422 naming
     it); `action_config` is checked against the schedule's `action_type` (a redacted
     secret sent back unchanged keeps the stored one). `status` pauses or resumes; a
-    completed schedule cannot be paused or resumed (409)."""
+    completed schedule cannot be paused or resumed (409). The `relative_*` fields apply to
+    relative schedules only (422 otherwise), are checked as at creation, and re-plan every
+    record."""
 
     action_config: ActionConfig | UnsetType = UNSET
     catchup_window_minutes: CatchupWindow | UnsetType = UNSET
@@ -127,9 +147,9 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     schedule_expression: Expression | UnsetType = UNSET
     status: Literal["active", "paused"] | UnsetType = UNSET
     timezone: Timezone | UnsetType = UNSET
-    relative_field_name: str | UnsetType = UNSET
+    relative_field_name: FieldRef | UnsetType = UNSET
     relative_offset_days: OffsetDays | UnsetType = UNSET
-    relative_filter: dict[str, Any] | UnsetType | None = UNSET
+    relative_filter: RelativeFilter | UnsetType | None = UNSET
 
     def present(self) -> dict[str, Any]:
         return {
@@ -274,20 +294,41 @@ class CompleteIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 # --------------------------------------------------------------------------- entities
-DefinitionName = Annotated[str, Meta(min_length=1, max_length=100)]
+DefinitionName = Annotated[str, Meta(min_length=1, max_length=100,
+                                      description="Unique in the tenant (409 otherwise).")]
 Description = Annotated[str, Meta(max_length=2000)]
+_FIELD_NAME_RE = "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_FIELD_TYPES = ["date", "datetime", "string", "number", "boolean"]
+# Names and types are checked by the services, so that a 422 names the field
+# (["body", "fields", "<name>"]); the schema states the same rules.
+Fields = Annotated[dict[str, Any], Meta(
+    extra_json_schema={"minProperties": 1, "maxProperties": 100,
+                       "propertyNames": {"pattern": _FIELD_NAME_RE},
+                       "additionalProperties": {"enum": _FIELD_TYPES}},
+    description="1..100 fields `name: type`; names `[A-Za-z_][A-Za-z0-9_]{0,63}`, types "
+    "`date`, `datetime`, `string`, `number`, `boolean`.")]
+FieldsPatch = Annotated[dict[str, Any], Meta(
+    extra_json_schema={"maxProperties": 100,
+                       "propertyNames": {"pattern": _FIELD_NAME_RE},
+                       "additionalProperties": {"enum": [*_FIELD_TYPES, None]}},
+    description="Merged into the definition's fields: a new name adds a field, another type "
+    "retypes it, `null` removes it. The result must keep 1..100 fields (422). Retyping or "
+    "removing a field a schedule uses is a 409.")]
 
 
 class DefinitionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A new entity definition: the declared fields of a tenant's records."""
+
     name: DefinitionName
     description: Description | None = None
-    # checked by the services (names, types, 1..100): a 422 naming the field
-    fields: dict[str, Any]
+    fields: Fields
 
 
 class DefinitionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`description` replaces, `fields` is merged (see its description)."""
+
     description: Description | UnsetType | None = UNSET
-    fields: dict[str, Any] | UnsetType | None = UNSET
+    fields: FieldsPatch | UnsetType = UNSET
 
     def present(self) -> dict[str, Any]:
         return {
@@ -314,10 +355,18 @@ class DefinitionList(msgspec.Struct, kw_only=True):
     has_more: bool
 
 
+RecordData = Annotated[Any, Meta(
+    extra_json_schema={"type": "object"},
+    description="The record's data: each field the definition declares holds a value of its "
+    "type or null (`date` `YYYY-MM-DD`, `datetime` RFC 3339 with an offset, `string`, "
+    "`number`, `boolean`; a 422 naming [\"body\", \"data\", field] otherwise); other "
+    "fields are kept as they are.")]
+
+
 class RecordIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # an object, checked by the services: Litestar reports a type error of a top-level
     # field named `data` without its name, so the 422 could not say ["body", "data"]
-    data: Any
+    data: RecordData
 
 
 class RecordOut(msgspec.Struct, kw_only=True):
@@ -338,11 +387,15 @@ MAX_BATCH = 10_000
 
 class BatchUpsertItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     key: RecordKey
-    data: dict[str, Any]
+    data: Annotated[dict[str, Any], Meta(description=(
+        "As a record's data: declared fields must have their type (422 naming "
+        "[\"body\", \"upsert\", i, \"data\", field])."))]
 
 
 class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """At most 10,000 items in all (the services check the sum and the data's types)."""
+    """Upserts and deletes applied all or none, in one transaction. At most 10,000 items in
+    all, upserts and deletes together (422 otherwise); a key may appear once in a batch
+    (422 naming the repeat); every upsert's data is checked as a record's."""
 
     upsert: Annotated[list[BatchUpsertItem], Meta(max_length=MAX_BATCH)] = msgspec.field(
         default_factory=list)
