@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -43,6 +44,8 @@ log = logging.getLogger("schedd.services")
 DEFAULT_TENANT = "default"
 KEY_TOUCH_INTERVAL_MS = 60_000
 PAUSED_MANUAL = "manual"
+# The health page looks at the tenant's newest runs of the last hour, at most this many.
+HEALTH_RUN_SAMPLE = 10_000
 
 # PUT may change these (seed 000 "Update Schedule"); status is handled as pause/resume.
 UPDATABLE = (
@@ -103,6 +106,7 @@ class Services:
         # awaited before /metrics renders (gauges read from the database at scrape time)
         self.metrics_hooks: list[Callable[[], Awaitable[None]]] = []
         self.entities = Entities(store, clock, self._wake)
+        self.console_secret: bytes | None = None  # set by the daemon when the console is on
 
     def attach_engine(self, engine: Engine) -> None:
         self.engine = engine
@@ -169,6 +173,10 @@ class Services:
     async def authenticate(self, key: str | None) -> str:
         """The tenant id of a valid, unrevoked key; Unauthorized otherwise. Revocation takes
         effect at once: every request looks its key up (one indexed read)."""
+        _, tenant_id = await self._authenticate(key)
+        return tenant_id
+
+    async def _authenticate(self, key: str | None) -> tuple[str, str]:
         if not key:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer KEY' or 'X-Api-Key'")
         found = await self.db.read(self.store.active_key_by_hash, auth.hash_key(key))
@@ -180,7 +188,68 @@ class Services:
         if now - seen >= KEY_TOUCH_INTERVAL_MS:
             self._key_touched[key_id] = now
             await self.db.write(self.store.touch_key, key_id, now)
-        return tenant_id
+        return key_id, tenant_id
+
+    # ------------------------------------------------------------------ console sessions
+    def ensure_console_secret(self, path: str | Path) -> bytes:
+        """The console's cookie-signing secret, kept beside the database with mode 0600;
+        created (32 random bytes, hex) on first start like the key file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            text = ""
+        if len(text) < 32:
+            text = secrets.token_hex(32)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+            os.chmod(p, 0o600)
+        return text.encode("ascii")
+
+    async def open_console_session(self, key: str, lifetime_ms: int) -> tuple[str, str]:
+        """Sign in to the console with an API key: (session token, tenant id). The token is
+        random; only its hash is stored. Unauthorized for a wrong or revoked key."""
+        key_id, tenant_id = await self._authenticate(key)
+        token = secrets.token_urlsafe(32)
+        now = self.clock.now_ms()
+        await self.db.write(self.store.insert_console_session, auth.hash_key(token), key_id,
+                            tenant_id, now, now + lifetime_ms)
+        return token, tenant_id
+
+    async def console_session_tenant(self, token: str) -> str | None:
+        """The tenant of a live console session, None when it is unknown, expired, signed
+        out, or its key was revoked."""
+        return await self.db.read(self.store.console_session_tenant, auth.hash_key(token),
+                                  self.clock.now_ms())
+
+    async def close_console_session(self, token: str) -> None:
+        await self.db.write(self.store.delete_console_session, auth.hash_key(token))
+
+    async def tenant_health(self, tenant_id: str) -> dict[str, Any]:
+        """What the console's health page shows: the daemon's due backlog and loop state,
+        and the tenant's runs of the last hour (lateness of their starts, failures)."""
+        now = self.clock.now_ms()
+        backlog = await self.db.read(self.store.due_backlog, now)
+        recent = await self.db.read(self.store.tenant_recent_runs, tenant_id, now - 3_600_000,
+                                    HEALTH_RUN_SAMPLE)
+        late = sorted(max(0, started - due) for _, started, due, _ in recent
+                      if started is not None)
+        by_status: dict[str, int] = {}
+        for status, *_ in recent:
+            by_status[status] = by_status.get(status, 0) + 1
+
+        def pct(q: float) -> int | None:
+            return late[min(len(late) - 1, int(q * len(late)))] if late else None
+
+        ready, loop = self.engine_readiness()
+        return {
+            "ready": ready, "loop": loop, "backlog": backlog, "runs_last_hour": len(recent),
+            "sampled": len(recent) >= HEALTH_RUN_SAMPLE, "by_status": by_status,
+            "failed_last_hour": by_status.get("failed", 0),
+            "lateness_ms": {"p50": pct(0.5), "p95": pct(0.95),
+                            "max": late[-1] if late else None},
+        }
 
     # ------------------------------------------------------------------ validation helpers
     def _zone(self, name: str) -> None:
@@ -369,10 +438,11 @@ class Services:
         status: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        text: str | None = None,
     ) -> tuple[list[Schedule], int]:
         return await self.db.read(
             self.store.list_schedules, tenant_id, customer_id=customer_id,
-            external_id=external_id, status=status, limit=limit, offset=offset,
+            external_id=external_id, status=status, limit=limit, offset=offset, text=text,
         )
 
     async def update_schedule(
@@ -674,6 +744,27 @@ class Services:
         except (OverflowError, ValueError):
             raise InvalidField(("query", loc), f"the occurrences {_RANGE_MSG}") from None
         return [t for t in times if MIN_INSTANT_MS <= t <= MAX_INSTANT_MS]
+
+    def upcoming_fire_times(self, s: Schedule, count: int) -> list[int]:
+        """The schedule's next `count` fire times from its next_run_at, within start/end
+        (interval schedules stay on their anchor). Empty when nothing is planned (paused,
+        completed) or for relative schedules (their occurrences are per record)."""
+        if (s.status is not ScheduleStatus.active or s.next_run_ms is None
+                or s.schedule_type is ScheduleType.relative):
+            return []
+        try:
+            timer = timing.compile_timer(
+                s.schedule_type.value, s.schedule_expression, s.timezone,
+                anchor_ms=s.created_ms, start_ms=s.start_ms, end_ms=s.end_ms)
+            out = [s.next_run_ms]
+            while len(out) < count:
+                t = timer.next_after(out[-1])
+                if t is None or t > MAX_INSTANT_MS:
+                    break
+                out.append(t)
+        except (timing.TimingError, OverflowError, ValueError):
+            return [s.next_run_ms]
+        return out
 
     def _zone_query(self, tz: str) -> None:
         try:

@@ -222,6 +222,41 @@ class Store:
     def touch_key(self, c: Conn, key_id: str, now_ms: int) -> None:
         c.execute("UPDATE api_keys SET last_used_ms = ? WHERE id = ?", (now_ms, key_id))
 
+    # ------------------------------------------------------------------ console sessions
+    def insert_console_session(self, c: Conn, token_hash: str, key_id: str, tenant_id: str,
+                               now_ms: int, expires_ms: int) -> None:
+        c.execute("DELETE FROM console_sessions WHERE expires_ms <= ?", (now_ms,))
+        c.execute(
+            "INSERT INTO console_sessions (token_hash, key_id, tenant_id, created_ms, expires_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (token_hash, key_id, tenant_id, now_ms, expires_ms),
+        )
+
+    def console_session_tenant(self, c: Conn, token_hash: str, now_ms: int) -> str | None:
+        """The tenant of a live session whose key is not revoked, else None."""
+        rows = _all(
+            c,
+            "SELECT s.tenant_id FROM console_sessions s JOIN api_keys k ON k.id = s.key_id"
+            " WHERE s.token_hash = ? AND s.expires_ms > ? AND k.revoked_ms IS NULL",
+            (token_hash, now_ms),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def delete_console_session(self, c: Conn, token_hash: str) -> None:
+        c.execute("DELETE FROM console_sessions WHERE token_hash = ?", (token_hash,))
+
+    def tenant_recent_runs(self, c: Conn, tenant_id: str, since_ms: int,
+                           limit: int) -> list[tuple[str, int | None, int, int | None]]:
+        """(status, started_ms, due_ms, completed_ms) of the tenant's newest runs (at most
+        `limit`) created since `since_ms`: the console's health page."""
+        rows = _all(
+            c,
+            "SELECT status, started_ms, due_ms, completed_ms FROM runs"
+            " WHERE tenant_id = ? AND triggered_ms >= ? ORDER BY seq DESC LIMIT ?",
+            (tenant_id, since_ms, limit),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     # ------------------------------------------------------------------ schedules
     def insert_schedule(self, c: Conn, s: Schedule) -> None:
         c.execute(_S_INSERT, _values(s, SCHEDULE_COLS))
@@ -273,6 +308,7 @@ class Store:
         status: str | None,
         limit: int,
         offset: int,
+        text: str | None = None,
     ) -> tuple[list[Schedule], int]:
         where, params = ["tenant_id = ?"], [tenant_id]
         for col, val in (("customer_id", customer_id), ("external_id", external_id),
@@ -280,6 +316,12 @@ class Store:
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
+        if text:
+            # the console's text filter: name, description or expression contain it
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(name LIKE ? ESCAPE '\\' OR coalesce(description, '') LIKE ?"
+                         " ESCAPE '\\' OR coalesce(schedule_expression, '') LIKE ? ESCAPE '\\')")
+            params += [like, like, like]
         cond = " AND ".join(where)
         total = _all(c, f"SELECT count(*) FROM schedules WHERE {cond}", params)[0][0]
         rows = _all(
