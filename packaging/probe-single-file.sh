@@ -18,6 +18,13 @@ except Exception:
     sys.exit(1)" 2>/dev/null); then
     if [ "$code" = "200" ]; then
       echo "single-file build answered 200 on /healthz"
+      # the console's templates and static files are package data: the build must carry them
+      python3 -c "import urllib.request
+page = urllib.request.urlopen('http://127.0.0.1:$port/ui/signin', timeout=5).read().decode()
+assert 'name=\"key\"' in page, page[:300]
+css = urllib.request.urlopen('http://127.0.0.1:$port/ui/static/console.css', timeout=5)
+assert css.status == 200" || { echo "the console did not answer" >&2; cat "$tmp/log" >&2; exit 1; }
+      echo "single-file build serves the console at /ui"
       exit 0
     fi
   fi

@@ -91,6 +91,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str, _m("compat", "a directory of provider catalog JSON files that add to or replace"
                 " the shipped ones (empty: none)")
     ] = ""
+    # [console]
+    console_enabled: Annotated[
+        bool, _m("console", "serve the web console at /ui (sign in with an API key)")
+    ] = True
+    console_session_hours: Annotated[
+        float, _m("console", "a console sign-in lasts this long, then asks for the key again",
+                  gt=0, le=720)
+    ] = 12.0
     # [logging]
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], _m("logging", "least severe level logged")

@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from litestar import Litestar
 
-from schedd import __version__, retention, systemd
+from schedd import __version__, console, retention, systemd
 from schedd.actions import ActionRunner
 from schedd.api import create_app
 from schedd.backends import BackendRunner
@@ -49,6 +49,9 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
         key_path = await services.ensure_first_key(settings.db + ".key")
         if key_path is not None:
             log.info("created the first API key (tenant 'default'); it is in %s", key_path)
+        if settings.console_enabled:
+            services.console_secret = services.ensure_console_secret(
+                settings.db + ".console-secret")
         runner = await stack.enter_async_context(ActionRunner.from_settings(
             settings, user_agent=f"schedd/{__version__}",
             now_s=lambda: clock.now_ms() / 1000.0,
@@ -117,7 +120,11 @@ def build_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             app.state.readiness = services.engine_readiness
             yield
 
-    return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled)
+    if not settings.console_enabled:
+        return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled)
+    return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled,
+                      extra_routes=console.route_handlers(),
+                      template_config=console.template_config())
 
 
 async def serve(settings: Settings) -> int:

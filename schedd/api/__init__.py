@@ -40,6 +40,8 @@ def create_app(
     lifespan: Sequence[Any] = (),
     extra_v1_handlers: Sequence[Any] = (),
     syncs: bool = False,
+    extra_routes: Sequence[Any] = (),
+    template_config: Any = None,
 ) -> Litestar:
     v1 = Router(
         "/v1",
@@ -54,7 +56,9 @@ def create_app(
     if syncs:
         compat.append(compat_syncs.router())
     app = Litestar(
-        route_handlers=[system.healthz, system.readyz, metrics.metrics, v1, preview, *compat],
+        route_handlers=[system.healthz, system.readyz, metrics.metrics, v1, preview, *compat,
+                        *extra_routes],
+        template_config=template_config,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="schedd",

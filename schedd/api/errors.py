@@ -85,9 +85,14 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
     return _detail(422, detail)
 
 
-def msgspec_handler(request: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[Any]:
+def body_error_item(exc: msgspec.ValidationError) -> dict[str, Any]:
+    """The 422 item of a body that failed to decode (the console shows the same message)."""
     msg, _, path = str(exc).partition(" - at `")
-    return _detail(422, [_item(msg, "body", path.rstrip("`") or None)])
+    return _item(msg, "body", path.rstrip("`") or None)
+
+
+def msgspec_handler(request: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[Any]:
+    return _detail(422, [body_error_item(exc)])
 
 
 def http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
