@@ -15,7 +15,7 @@ LEAVES = {"models", "errors", "clock", "config", "__init__"}
 # The action layer, one module per job (schedd/actions.py dispatches over them).
 ACTION_MODULES = {"actions", "action_config", "templates", "outcomes", "webhooks", "commands",
                   "webhook_http"}
-_ABOVE_ACTIONS = {"db", "store", "engine", "services", "api", "daemon", "cli"}
+_ABOVE_ACTIONS = {"db", "store", "engine", "services", "api", "console", "daemon", "cli"}
 
 # module -> schedd modules it must not import
 FORBIDDEN: dict[str, set[str]] = {
@@ -33,14 +33,19 @@ FORBIDDEN: dict[str, set[str]] = {
     "commands": _ABOVE_ACTIONS | {"actions", "webhooks", "webhook_http"},
     "webhook_http": _ABOVE_ACTIONS | (ACTION_MODULES - {"webhook_http"}),
     "db": {"store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
-    "store": {"engine", "services", "entities", "api", "daemon", "cli", *ACTION_MODULES},
-    "engine": {"services", "entities", "api", "daemon", "cli"},
+    "store": {"engine", "services", "entities", "api", "daemon", "cli", "console",
+              *ACTION_MODULES},
+    "engine": {"services", "entities", "api", "daemon", "cli", "console"},
     "planning": {"db", "store", "engine", "services", "entities", "api", "daemon", "cli",
-                 *ACTION_MODULES},
-    "entities": {"api", "daemon", "cli"},
-    "services": {"api", "daemon", "cli"},
-    "api": {"db", "store", "sync_store", "engine", "backends", "daemon", "cli",
+                 "console", *ACTION_MODULES},
+    "entities": {"api", "daemon", "cli", "console"},
+    "services": {"api", "daemon", "cli", "console"},
+    "api": {"db", "store", "sync_store", "engine", "backends", "daemon", "cli", "console",
             *ACTION_MODULES},
+    # the console is an HTTP layer beside api: services only (it shares api's wire shapes
+    # and error wording, so that it shows exactly what the API would)
+    "console": {"db", "store", "sync_store", "engine", "planning", "backends", "daemon",
+                "cli", *ACTION_MODULES},
     "models": {"db", "store", "engine", "services", "api", "daemon", "cli", "timing",
                *ACTION_MODULES},
     "errors": {"db", "store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
@@ -50,15 +55,15 @@ FORBIDDEN: dict[str, set[str]] = {
                  "cli"},
     "sync_store": {"store", "engine", "services", "syncs", "api", "backends", "daemon", "cli",
                    *ACTION_MODULES},
-    "syncs": {"api", "daemon", "cli"},
+    "syncs": {"api", "daemon", "cli", "console"},
 }
 _NO_WEB = {"litestar", "uvicorn", "sqlite3"}
 THIRD_PARTY_FORBIDDEN = {
     "store": {"litestar", "uvicorn", "aiohttp"},
     "db": {"litestar", "uvicorn", "aiohttp"},
-    "engine": {"litestar", "uvicorn"},
-    "services": {"litestar", "uvicorn"},
-    "syncs": {"litestar", "uvicorn"},
+    "engine": {"litestar", "uvicorn", "jinja2"},
+    "services": {"litestar", "uvicorn", "jinja2"},
+    "syncs": {"litestar", "uvicorn", "jinja2"},
     "backends": {"litestar", "uvicorn", "sqlite3"},
     "sync_store": {"litestar", "uvicorn", "aiohttp"},
     "timing": {"litestar", "sqlite3", "aiohttp"},
