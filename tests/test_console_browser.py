@@ -51,10 +51,11 @@ class Journey:
         self.visited: list[str] = []
         self.console_errors: list[str] = []
         page.on("framenavigated", self._navigated)
-        # script errors and CSP refusals; not the 401/422 answers the journey asks for
+        # script errors and CSP refusals; not the 401/422 answers the journey asks for, nor
+        # htmx's note that typing on replaced (hx-sync) a preview request still in flight
         page.on("console", lambda m: m.type == "error" and not m.text.startswith(
-            "Failed to load resource: the server responded with a status of 4")
-            and self.console_errors.append(m.text))
+            ("Failed to load resource: the server responded with a status of 4",
+             "htmx:sendAbort", "htmx:afterRequest")) and self.console_errors.append(m.text))
         page.on("pageerror", lambda e: self.console_errors.append(str(e)))
         page.on("dialog", lambda d: d.accept())  # the confirmations: yes
 

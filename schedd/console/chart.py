@@ -53,6 +53,10 @@ def _panel(points: Sequence[tuple[int, float, str, str]], top: int, title: str,
     return out
 
 
+def _label(ms: int) -> str:
+    return format_ms(ms)[:19].replace("T", " ") + " UTC"
+
+
 def runs_chart(runs: Sequence[Run]) -> str:
     """SVG markup for the runs that started, oldest to newest; "" when none did."""
     started = sorted((r for r in runs if r.started_ms is not None),
@@ -70,9 +74,9 @@ def runs_chart(runs: Sequence[Run]) -> str:
         ' aria-label="Lateness and duration of recent runs">',
         *_panel(late, PAD_T, "Lateness (start minus due time)", t0, t1),
         *_panel(dur, PAD_T + PANEL_H + GAP, "Duration", t0, t1),
-        f'<text x="{PAD_L}" y="{height - 4}" class="cl">{escape(format_ms(t0))}</text>',
+        f'<text x="{PAD_L}" y="{height - 4}" class="cl">{escape(_label(t0))}</text>',
         f'<text x="{WIDTH - PAD_R}" y="{height - 4}" class="cl" text-anchor="end">'
-        f'{escape(format_ms(t1))}</text>',
+        f'{escape(_label(t1))}</text>',
         "</svg>",
     ]
     return "\n".join(parts)
