@@ -507,3 +507,32 @@ async def test_the_console_can_be_switched_off(
     async with AsyncTestClient(app=build_app(settings, clock)) as client:
         assert (await client.get("/ui/signin")).status_code == 404
         assert not Path(settings.db + ".console-secret").exists()
+
+
+async def test_entity_definitions_and_their_record_counts(api: Api) -> None:
+    b = await signed_in(api)
+    if getattr(api.services, "entities", None) is None:
+        # a build without entity records (SPEC §3.7): no link, and the page is the 404
+        assert 'href="/ui/entities"' not in (await b.get("/ui/schedules")).text
+        assert (await b.get("/ui/entities")).status_code == 404
+        return
+    r = await api.post("/v1/entity-definitions", json={
+        "name": "customers", "description": "paying ones",
+        "fields": {"renewal": "date", "plan": "string"}})
+    assert r.status_code == 201, r.text
+    d = r.json()
+    for key in ("c1", "c2", "c3"):
+        r = await api.put(f"/v1/entity-definitions/{d['id']}/records/{key}",
+                          json={"data": {"renewal": "2027-01-15", "plan": "pro"}})
+        assert r.status_code == 201, r.text
+    other = await api.other_tenant("tenant-e")
+    assert (await other.post("/v1/entity-definitions", json={
+        "name": "theirs-def", "fields": {"d": "date"}})).status_code == 201
+    page = (await b.get("/ui/schedules")).text
+    assert 'href="/ui/entities"' in page
+    page = (await b.get("/ui/entities")).text
+    row = re.search(rf'<tr data-id="{d["id"]}">(.*?)</tr>', page, re.S)
+    assert row is not None and "customers" in row[1] and "paying ones" in row[1]
+    assert '<td class="record-count">3</td>' in row[1]
+    assert "renewal" in row[1] and "date" in row[1]
+    assert "theirs-def" not in page

@@ -102,7 +102,8 @@ def _page(request: R, name: str, ctx: Ctx | None, status_code: int = 200,
     notice = NOTICES.get(request.query_params.get("notice") or "")
     return Template(template_name=name, status_code=status_code, context={
         "csrf": ctx.csrf if ctx else "", "signed_in": ctx is not None, "notice": notice,
-        "path": request.url.path, **context})
+        "path": request.url.path,
+        "entities_enabled": ctx is not None and _entities(ctx.svc) is not None, **context})
 
 
 def _uuid(value: str, what: str) -> str:
@@ -471,6 +472,28 @@ async def retry(request: R, run_id: FromPath[str]) -> Redirect:
     return Redirect(f"/ui/runs/{new.id}?notice=retried", status_code=303)
 
 
+# ---------------------------------------------------------------------- entities
+def _entities(svc: Services) -> Any:
+    """The entity-definition service (SPEC §3.7) when this build has it, else None."""
+    return getattr(svc, "entities", None)
+
+
+@get("/entities")
+async def entities_page(request: R) -> Template:
+    ctx = await _ctx(request)
+    entities = _entities(ctx.svc)
+    if entities is None:
+        raise NotFound("Entity definitions")
+    page = _int(request.query_params.get("page"), 1, 1, 10**9)
+    items, total = await entities.list_definitions(ctx.tenant_id, PAGE_SIZE,
+                                                   (page - 1) * PAGE_SIZE)
+    rows = [{"id": d.id, "name": d.name, "description": d.description,
+             "fields": dict(d.fields), "record_count": d.record_count,
+             "created_at": timing.format_ms(d.created_ms),
+             "updated_at": timing.format_ms(d.updated_ms)} for d in items]
+    return _page(request, "entities.html", ctx, rows=rows, **_pages(total, page))
+
+
 # ---------------------------------------------------------------------- health
 @get("/health")
 async def health_page(request: R) -> Template:
@@ -526,5 +549,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 HANDLERS = [
     index, signin_page, signin, signout, schedules_page, new_page, create, preview,
     schedule_page, pause, resume, trigger, delete, runs_page, run_page, cancel, retry,
-    health_page,
+    entities_page, health_page,
 ]
