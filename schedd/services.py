@@ -745,27 +745,6 @@ class Services:
             raise InvalidField(("query", loc), f"the occurrences {_RANGE_MSG}") from None
         return [t for t in times if MIN_INSTANT_MS <= t <= MAX_INSTANT_MS]
 
-    def upcoming_fire_times(self, s: Schedule, count: int) -> list[int]:
-        """The schedule's next `count` fire times from its next_run_at, within start/end
-        (interval schedules stay on their anchor). Empty when nothing is planned (paused,
-        completed) or for relative schedules (their occurrences are per record)."""
-        if (s.status is not ScheduleStatus.active or s.next_run_ms is None
-                or s.schedule_type is ScheduleType.relative):
-            return []
-        try:
-            timer = timing.compile_timer(
-                s.schedule_type.value, s.schedule_expression, s.timezone,
-                anchor_ms=s.created_ms, start_ms=s.start_ms, end_ms=s.end_ms)
-            out = [s.next_run_ms]
-            while len(out) < count:
-                t = timer.next_after(out[-1])
-                if t is None or t > MAX_INSTANT_MS:
-                    break
-                out.append(t)
-        except (timing.TimingError, OverflowError, ValueError):
-            return [s.next_run_ms]
-        return out
-
     def _zone_query(self, tz: str) -> None:
         try:
             timing.load_zone(tz)

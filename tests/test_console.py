@@ -536,3 +536,41 @@ async def test_entity_definitions_and_their_record_counts(api: Api) -> None:
     assert '<td class="record-count">3</td>' in row[1]
     assert "renewal" in row[1] and "date" in row[1]
     assert "theirs-def" not in page
+    # a relative schedule over it: its timing in words, its next occurrences per record
+    r = await api.post("/v1/schedules", json=schedule_body(
+        name="renewal reminder", schedule_type="relative", schedule_expression="09:00",
+        timezone="Europe/Berlin", relative_entity_definition_id=d["id"],
+        relative_field_name="renewal", relative_offset_days=-3))
+    assert r.status_code == 201, r.text
+    page = (await b.get(f"/ui/schedules/{r.json()['id']}")).text
+    assert "at 09:00, 3 days before each record&#39;s renewal, Europe/Berlin" in page
+    upcoming = re.search(r'<ol id="upcoming">(.*?)</ol>', page, re.S)
+    assert upcoming is not None
+    assert re.findall(r'datetime="([^"]+)"', upcoming[1]) == ["2027-01-12T08:00:00.000Z"] * 3
+    assert sorted(re.findall(r'record <span class="mono">(c\d)</span>', upcoming[1])) == [
+        "c1", "c2", "c3"]
+
+
+@pytest.mark.parametrize(("stype", "expr", "tz", "extra", "words"), [
+    ("cron", "0 9 * * 1-5", "Europe/Berlin", {}, "at 09:00 on weekdays, Europe/Berlin"),
+    ("cron", "*/15 * * * *", "UTC", {}, "every 15 minutes, UTC"),
+    ("cron", "0 */2 * * *", "UTC", {}, "every 2 hours, UTC"),
+    ("cron", "@daily", "UTC", {}, "at 00:00 every day, UTC"),
+    ("cron", "0 10 * * 6,0", "UTC", {}, "at 10:00 on weekends, UTC"),
+    ("interval", "15m", "UTC", {}, "every 15 minutes"),
+    ("interval", "1h30m", "UTC", {}, "every 1 hour 30 minutes"),
+    ("interval", "PT1M", "UTC", {}, "every minute"),
+    ("interval", "1.5s", "UTC", {}, "every 1.5 seconds"),
+    ("once", "2026-12-01T09:00:00", "Europe/Berlin", {},
+     "once, on 2026-12-01 at 09:00, Europe/Berlin"),
+    ("relative", "09:00", "UTC", {"field": "renewal", "offset_days": -3},
+     "at 09:00, 3 days before each record's renewal, UTC"),
+    ("relative", "", "UTC", {"field": "due", "offset_days": 0},
+     "at 00:00, on each record's due, UTC"),
+    ("cron", "not cron", "UTC", {}, "not cron"),  # unreadable: the expression as it is
+])
+def test_timing_in_words(stype: str, expr: str, tz: str, extra: dict[str, Any],
+                         words: str) -> None:
+    from schedd.console.words import in_words
+
+    assert in_words(stype, expr, tz, **extra) == words

@@ -49,6 +49,20 @@ async def populate(d: Daemon, sink: Sink) -> dict[str, str]:
                                      schedule_expression="0 8 * * MON", action_type="noop",
                                      action_config={})
     await d.post(f"/v1/schedules/{paused['id']}/pause")
+    customers = (await d.post("/v1/entity-definitions", json={
+        "name": "customers", "description": "Paying customers and their renewal dates.",
+        "fields": {"renewal": "date", "plan": "string", "seats": "number"}})).json()
+    await d.post(f"/v1/entity-definitions/{customers['id']}/records/batch", json={"upsert": [
+        {"key": f"cust-{i:04d}", "data": {"renewal": f"2027-0{1 + i % 9}-{10 + i % 18}",
+                                          "plan": "pro", "seats": i % 40}}
+        for i in range(1280)]})
+    await d.post("/v1/entity-definitions", json={
+        "name": "devices", "fields": {"warranty_end": "date", "site": "string"}})
+    await d.create_schedule(
+        name="Renewal reminder", schedule_type="relative", schedule_expression="09:00",
+        timezone="Europe/Berlin", relative_entity_definition_id=customers["id"],
+        relative_field_name="renewal", relative_offset_days=-3, action_type="noop",
+        action_config={})
     for i in range(14):  # runs with some spread of duration for the chart
         sink.route("/report", delay=0.02 + 0.03 * (i % 5) + 0.01 * (i % 3))
         run = (await d.post(f"/v1/schedules/{berlin['id']}/trigger")).json()
@@ -85,6 +99,7 @@ async def main() -> None:
                 "schedules": "/ui/schedules",
                 "schedule": f"/ui/schedules/{ids['schedule']}",
                 "run": f"/ui/runs/{ids['failed_run']}",
+                "entities": "/ui/entities",
                 "health": "/ui/health",
             }
             for name, path in shots.items():

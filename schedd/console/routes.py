@@ -194,8 +194,9 @@ async def signout(request: R) -> Redirect:
 
 # ---------------------------------------------------------------------- schedules
 def _row(svc: Services, s: Schedule) -> dict[str, Any]:
-    return {"s": schedule_out(svc, s), "words": in_words(s.schedule_type.value,
-                                                          s.schedule_expression, s.timezone)}
+    return {"s": schedule_out(svc, s), "words": in_words(
+        s.schedule_type.value, s.schedule_expression, s.timezone,
+        field=s.relative_field_name, offset_days=s.relative_offset_days)}
 
 
 @get("/schedules")
@@ -225,10 +226,14 @@ async def schedule_page(request: R, schedule_id: FromPath[str]) -> Template:
     ctx = await _ctx(request)
     s = await ctx.svc.get_schedule(ctx.tenant_id, _uuid(schedule_id, "Schedule"))
     runs, runs_total = await ctx.svc.list_runs(ctx.tenant_id, schedule_id=s.id, limit=100)
-    upcoming = ctx.svc.upcoming_fire_times(s, 10)
+    # the pending occurrences (a relative schedule's, per record) while it is active:
+    # a paused schedule is planned again from now when it resumes
+    upcoming = (await ctx.svc.occurrences(ctx.tenant_id, s.id, 10)
+                if s.status is ScheduleStatus.active else [])
     return _page(request, "schedule.html", ctx, row=_row(ctx.svc, s),
                  fields=msgspec.structs.asdict(schedule_out(ctx.svc, s)),
-                 upcoming=[timing.format_ms(t) for t in upcoming],
+                 upcoming=[{"at": timing.format_ms(o.scheduled_for_ms),
+                            "record_key": o.record_key} for o in upcoming],
                  runs=[run_out(r) for r in runs[:20]], runs_total=runs_total,
                  chart=runs_chart(runs))
 

@@ -46,8 +46,16 @@ def cron_words(expr: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def in_words(schedule_type: str, expression: str | None, tz: str) -> str:
-    """The schedule's timing in words; the expression itself when it cannot be read."""
+def _days(offset: int) -> str:
+    n = abs(offset)
+    unit = "day" if n == 1 else "days"
+    return "on" if offset == 0 else f"{n} {unit} {'before' if offset < 0 else 'after'}"
+
+
+def in_words(schedule_type: str, expression: str | None, tz: str, *,
+             field: str | None = None, offset_days: int | None = None) -> str:
+    """The schedule's timing in words; the expression itself when it cannot be read.
+    A relative schedule's `field` and `offset_days` say which date of each record."""
     expr = expression or ""
     try:
         if schedule_type == "cron":
@@ -60,7 +68,8 @@ def in_words(schedule_type: str, expression: str | None, tz: str) -> str:
             at = datetime.fromtimestamp(timing.parse_instant_ms(expr, zone) / 1000, zone)
             return f"once, on {at:%Y-%m-%d at %H:%M}, {tz}"
         if schedule_type == "relative":
-            return f"at {expr or '00:00'} ({tz}), relative to each record's date"
+            what = f"each record's {field}" if field else "each record's date"
+            return f"at {expr or '00:00'}, {_days(offset_days or 0)} {what}, {tz}"
     except (timing.TimingError, ValueError, OverflowError):
         pass
     return expr
