@@ -153,7 +153,8 @@ class ActionRunner:
         self,
         *,
         user_agent: str,
-        max_connections: int = 100,
+        max_connections: int = 256,
+        max_per_host: int = 64,
         follow_redirects: bool = False,
         allow_commands: bool = False,
         lean_http: bool = True,
@@ -166,6 +167,7 @@ class ActionRunner:
         deny_networks, allow_private: the network policy (schedd/netpolicy.py), checked
         on the resolved address of every new webhook connection."""
         self._webhooks = WebhookSender(max_connections=max_connections,
+                                       max_per_host=max_per_host,
                                        follow_redirects=follow_redirects,
                                        lean_http=lean_http,
                                        policy=NetworkPolicy(deny_networks, allow_private),
@@ -185,6 +187,7 @@ class ActionRunner:
         return cls(
             user_agent=user_agent,
             max_connections=settings.webhook_max_connections,
+            max_per_host=settings.webhook_max_connections_per_host,
             follow_redirects=settings.webhook_follow_redirects,
             allow_commands=settings.allow_commands,
             lean_http=settings.webhook_client == "lean",
@@ -192,6 +195,11 @@ class ActionRunner:
             allow_private=settings.webhook_allow_private,
             now_s=now_s,
         )
+
+    def set_wait_hook(self, hook: Callable[[str], None] | None) -> None:
+        """hook(run_id) is called when a webhook must wait for one of its host's
+        connections (the engine then stops counting the run against its capacity)."""
+        self._webhooks.on_wait = hook
 
     @property
     def TERM_GRACE_SECONDS(self) -> float:

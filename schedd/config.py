@@ -68,7 +68,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = False
     webhook_max_connections: Annotated[
         int, _m("actions", "open webhook connections, at most", ge=1, le=10000)
-    ] = 100
+    ] = 256
+    webhook_max_connections_per_host: Annotated[
+        int, _m("actions", "webhook requests in flight to one host, at most; more wait",
+                ge=1, le=10000)
+    ] = 64
     webhook_follow_redirects: Annotated[
         bool, _m("actions", "follow HTTP redirects of webhook answers")
     ] = False

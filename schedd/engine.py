@@ -11,6 +11,13 @@ as `_Effects`. Actions run after the commit, outside any transaction, bounded by
 max_concurrent_actions; an outcome wakes the loop, and a busy engine records a whole
 batch in its next cycle.
 
+Webhook runs that wait do not hold a slot for ever (issue 12: 2,000 schedules pointing at
+a receiver that never answers must not starve the others): a webhook run stops counting
+against max_concurrent_actions when it waits for one of its host's connections (the
+webhook sender tells us, `release`), or, while the engine is full, once it has had no
+answer for SLOW_WEBHOOK_MS. At most MAX_RELEASED runs are released at once; past that
+they count again, and claiming stops until one ends, as before.
+
 The loop sleeps until the next due instant or a wake() from a change, capped by
 sleep_cap_seconds so a clock jump or a suspended host is noticed; it never polls on a tick.
 """
@@ -55,6 +62,12 @@ log = logging.getLogger("schedd.engine")
 PER_SCHEDULE_CAP = 1000  # occurrences one schedule may claim in one tick
 MISSED_CHUNK = 100_000  # occurrences counted per step of a long missed stretch
 PAUSED_FAILURES = "consecutive_failures"
+#: A webhook run without an answer for this long stops counting against
+#: max_concurrent_actions, when the engine is full (see the module docstring).
+SLOW_WEBHOOK_MS = 1000
+#: At most this many webhook runs released from the count at once (each holds a task,
+#: and a connection when it got one: webhook_max_connections bounds those).
+MAX_RELEASED = 10_000
 _FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
                 "next_attempt_run_id")
 _START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
@@ -156,6 +169,10 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.capacity = settings.max_concurrent_actions
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        # webhook runs in flight that count against capacity: run id -> started (clock ms),
+        # in dispatch order; and the runs in flight that no longer count
+        self._young_webhooks: dict[str, int] = {}
+        self._released: set[str] = set()
         self._cancelled: set[str] = set()
         # runs of `backend` actions executing here: the work runs elsewhere (a Prefect
         # server) and this process only drives it, so a stop leaves them running and the
@@ -175,6 +192,9 @@ class Engine:
         # called after every healthy wake of the loop (the daemon pings systemd's watchdog)
         self.on_alive: Any = None
         self.sleep_cap_s = settings.sleep_cap_seconds
+        hook = getattr(runner, "set_wait_hook", None)
+        if hook is not None:
+            hook(self.release)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
@@ -224,7 +244,41 @@ class Engine:
         age = None if self.last_wake_mono is None else self.clock.monotonic() - self.last_wake_mono
         ok = alive and age is not None and age <= 2 * cap + 1
         return ok, {"alive": alive, "last_wake_seconds_ago": None if age is None else round(age, 3),
-                    "running_actions": len(self.inflight), "ticks": self.ticks}
+                    "running_actions": len(self.inflight),
+                    "waiting_webhooks": len(self._released), "ticks": self.ticks}
+
+    # ------------------------------------------------------------------ the capacity
+    def counted(self) -> int:
+        """Actions in flight that count against max_concurrent_actions."""
+        return len(self.inflight) - len(self._released)
+
+    def release(self, run_id: str) -> None:
+        """The webhook of `run_id` waits (for a connection to its host): it no longer
+        counts against max_concurrent_actions, so the loop can claim again."""
+        if self._young_webhooks.pop(run_id, None) is None or run_id not in self.inflight:
+            return
+        if len(self._released) >= MAX_RELEASED:
+            self._young_webhooks[run_id] = self.clock.now_ms()
+            return
+        self._released.add(run_id)
+        self._wake.set()
+
+    def _release_slow(self, now: int) -> None:
+        """The engine is full: webhook runs without an answer for SLOW_WEBHOOK_MS stop
+        counting (oldest first)."""
+        cutoff = now - SLOW_WEBHOOK_MS
+        young = self._young_webhooks
+        for run_id, started in list(young.items()):
+            if started > cutoff or len(self._released) >= MAX_RELEASED:
+                return
+            del young[run_id]
+            self._released.add(run_id)
+
+    def _slow_wake_ms(self) -> int | None:
+        """When the oldest counted webhook run turns slow, if the engine is full."""
+        if not self._young_webhooks or self.counted() < self.capacity:
+            return None
+        return next(iter(self._young_webhooks.values())) + SLOW_WEBHOOK_MS
 
     async def _loop(self) -> None:
         """One cycle = one write transaction: record the outcomes that came in, fail expired
@@ -254,6 +308,9 @@ class Engine:
                 continue
             cap = self.sleep_cap_s
             nxt = fx.next_wake_ms
+            slow = self._slow_wake_ms()
+            if slow is not None and not self._stopping:
+                nxt = slow if nxt is None else min(nxt, slow)
             self._planned_ms = nxt if nxt is not None and not self._stopping else (
                 now + int(cap * 1000))
             await self.clock.sleep_until(self._planned_ms, self._wake, cap)
@@ -268,13 +325,17 @@ class Engine:
     async def _cycle(self, now: int, *, plan_wake: bool) -> _Effects:
         self.ticks += 1
         limit = 0
+        counted = self.counted()
+        if counted >= self.capacity and self._young_webhooks:
+            self._release_slow(now)
+            counted = self.counted()
         if not self._stopping:
-            limit = min(self.capacity - len(self.inflight), self.settings.claim_batch_size)
+            limit = min(self.capacity - counted, self.settings.claim_batch_size)
         done, self._done = self._done, []
         self._idle.clear()
         try:
             unit = asyncio.ensure_future(self.db.write(
-                self._cycle_tx, now, limit, done, len(self.inflight), plan_wake))
+                self._cycle_tx, now, limit, done, counted, plan_wake))
             try:
                 # the transaction commits whether or not this task is cancelled meanwhile:
                 # what it claimed is then still started (and stop() ends it)
@@ -639,6 +700,9 @@ class Engine:
         self.inflight[run.id] = task
         if run.action_type is ActionType.backend:
             self._resumable.add(run.id)
+        elif run.action_type == ActionType.webhook:
+            self._young_webhooks[run.id] = (run.started_ms if run.started_ms is not None
+                                            else self.clock.now_ms())
 
     async def _execute(self, run: Run, prepared: Prepared) -> None:
         outcome: Outcome | None = None
@@ -654,6 +718,8 @@ class Engine:
                               error_message=f"internal error: {type(exc).__name__}")
         finally:
             self.inflight.pop(run.id, None)
+            self._young_webhooks.pop(run.id, None)
+            self._released.discard(run.id)
             self._cancelled.discard(run.id)
             self._resumable.discard(run.id)
             if outcome is not None:

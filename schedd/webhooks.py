@@ -29,10 +29,12 @@ Decisions (the spec leaves these open):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -234,6 +236,39 @@ async def read_excerpt(resp: aiohttp.ClientResponse) -> bytes:
     return bytes(buf)
 
 
+class _Gate:
+    """Requests in flight to one host (scheme, name, port), and those waiting for one."""
+
+    __slots__ = ("active", "waiters")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def wake_one(self) -> bool:
+        """Give the turn to the first live waiter; False when there is none."""
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return True
+        return False
+
+
+_IDLE_GATES_KEPT: Final = 1024
+
+
+@lru_cache(maxsize=4096)
+def _gate_key(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return scheme, (parts.hostname or ""), port
+
+
 class WebhookSender:
     """Sends webhook requests. Open it once (`async with`) for the daemon's lifetime: it
     holds the one shared aiohttp ClientSession and the lean client's pool."""
@@ -241,7 +276,8 @@ class WebhookSender:
     def __init__(
         self,
         *,
-        max_connections: int = 100,
+        max_connections: int = 256,
+        max_per_host: int = 64,
         follow_redirects: bool = False,
         lean_http: bool = True,
         policy: NetworkPolicy | None = None,
@@ -253,6 +289,10 @@ class WebhookSender:
         clients (None: no check)."""
         self._policy = policy
         self._max_connections = max_connections
+        self._per_host = max_per_host
+        self._gates: dict[tuple[str, str, int], _Gate] = {}
+        #: called with the run id when a request must wait for one of its host's slots
+        self.on_wait: Callable[[str], None] | None = None
         self._follow_redirects = follow_redirects
         self._now_s = now_s
         self._session: aiohttp.ClientSession | None = None
@@ -268,7 +308,7 @@ class WebhookSender:
             raise RuntimeError("WebhookSender is already open")
         policy = self._policy
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=300,
+            limit=self._max_connections, limit_per_host=self._per_host, ttl_dns_cache=300,
             # called for every address aiohttp connects to, IP literals and redirects too
             socket_factory=policy.socket_factory if policy is not None else None)
         self._session = aiohttp.ClientSession(
@@ -295,6 +335,38 @@ class WebhookSender:
         if session is not None:
             await session.close()
 
+    async def _wait_for_gate(self, gate: _Gate, run_id: str, seconds: float) -> float | None:
+        """Wait for a slot of `gate`; answer the time left of `seconds`, None when they ran
+        out first."""
+        if self.on_wait is not None:
+            self.on_wait(run_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while gate.active >= self._per_host:
+            fut: asyncio.Future[None] = loop.create_future()
+            gate.waiters.append(fut)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+            except TimeoutError:
+                return None
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    gate.wake_one()  # pass on the turn this waiter was given
+                raise
+        return max(0.0, deadline - loop.time())
+
+    def _drop_idle_gate(self, key: tuple[str, str, int], gate: _Gate) -> None:
+        if not gate.active and not any(not f.done() for f in gate.waiters):
+            self._gates.pop(key, None)
+
+    def _sweep_gates(self) -> None:
+        """Forget the gates of hosts with nothing in flight (they are kept while there
+        are few: a gate per request would cost more than the request's bookkeeping)."""
+        for key, gate in list(self._gates.items()):
+            if not gate.active and not any(not f.done() for f in gate.waiters):
+                del self._gates[key]
+
     async def send(self, config: dict[str, Any], ctx: RunContext,
                    req: WebhookRequest) -> Outcome:
         """One attempt of a built request. Failures are Outcomes; only cancellation raises
@@ -309,10 +381,12 @@ class WebhookSender:
                 error_code="invalid_request",
                 error_message=f"url after substitution {problem}",
             )
-        problem = request_headers_problem(req.headers)
-        if problem:
-            return Outcome(ok=False, error_code="invalid_request",
-                           error_message=one_line(problem))
+        names = config.get("headers")
+        if names:
+            problem = request_headers_problem(req.headers, names)
+            if problem:
+                return Outcome(ok=False, error_code="invalid_request",
+                               error_message=one_line(problem))
 
         data = msgspec.json.encode(req.body) if req.has_body else None
         headers = dict(req.headers)
@@ -325,56 +399,84 @@ class WebhookSender:
             headers["webhook-signature"] = sign_webhook(secret, msg_id, timestamp, data or b"")
 
         timeout = float(config.get("timeout_seconds", WEBHOOK_TIMEOUT_DEFAULT))
-        plain = _plain_http_target(req.url) if self._lean is not None else None
+        # at most per_host requests to one host at a time (a host that hangs keeps only
+        # those connections); the others wait here, without a connection, and tell the
+        # engine they wait (they stop counting against max_concurrent_actions)
+        key = _gate_key(req.url)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate()
+        request_timeout = timeout
+        if gate.active >= self._per_host:
+            left = await self._wait_for_gate(gate, ctx.run_id, timeout)
+            if left is None:
+                self._drop_idle_gate(key, gate)
+                return Outcome(
+                    ok=False,
+                    error_code="timeout",
+                    error_message=f"no answer within {fmt_seconds(timeout)} s (all "
+                                  f"{self._per_host} connections to the host were busy)",
+                )
+            request_timeout = left
+        gate.active += 1
         try:
-            if plain is not None and self._lean is not None:
-                # plain http (the common case on a LAN): the lean keep-alive client, about
-                # a third of aiohttp's CPU per request (bench/http_client.py)
-                host, port, target = plain
-                status, excerpt = await self._lean.request(
-                    req.method, host, port, target, headers, data, timeout, EXCERPT_BYTES)
-            else:
-                async with session.request(
-                    req.method,
-                    req.url,
-                    data=data,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                    allow_redirects=self._follow_redirects,
-                ) as resp:
-                    status = resp.status
-                    excerpt = await read_excerpt(resp)
-        except TimeoutError:
-            return Outcome(
-                ok=False,
-                error_code="timeout",
-                error_message=f"no answer within {fmt_seconds(timeout)} s",
-            )
-        except aiohttp.InvalidURL:
-            return Outcome(
-                ok=False, error_code="invalid_request", error_message="InvalidURL: invalid url"
-            )
-        except aiohttp.TooManyRedirects as exc:
-            return Outcome(ok=False, error_code="http_status", error_message=_describe(exc))
-        except aiohttp.ClientResponseError as exc:
-            # raise_for_status is off: any other one means the answer was not HTTP (aiohttp
-            # reports a bad status line as a 400 the receiver never sent); named like the
-            # lean client's InvalidResponse
-            return Outcome(ok=False, error_code="connection",
-                           error_message=describe(exc, "InvalidResponse",
-                                                  f"invalid HTTP response: {exc.message}"))
-        except ForbiddenAddress as exc:  # the lean client
-            return _forbidden(exc, url=req.url)
-        except InvalidRequest:  # the lean client's last defence; checked above first
-            return Outcome(ok=False, error_code="invalid_request",
-                           error_message="a header holds CR, LF or NUL")
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, ForbiddenAddress):
-                # the connection's host: a redirect's, when one was followed
-                return _forbidden(exc.os_error, where=f"{exc.host}:{exc.port}")
-            return Outcome(ok=False, error_code="connection", error_message=_describe(exc))
-        except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(ok=False, error_code="connection", error_message=_describe(exc))
+            plain = _plain_http_target(req.url) if self._lean is not None else None
+            try:
+                if plain is not None and self._lean is not None:
+                    # plain http (the common case on a LAN): the lean keep-alive client, about
+                    # a third of aiohttp's CPU per request (bench/http_client.py)
+                    host, port, target = plain
+                    status, excerpt = await self._lean.request(
+                        req.method, host, port, target, headers, data, request_timeout,
+                        EXCERPT_BYTES)
+                else:
+                    async with session.request(
+                        req.method,
+                        req.url,
+                        data=data,
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=request_timeout),
+                        allow_redirects=self._follow_redirects,
+                    ) as resp:
+                        status = resp.status
+                        excerpt = await read_excerpt(resp)
+            except TimeoutError:
+                return Outcome(
+                    ok=False,
+                    error_code="timeout",
+                    error_message=f"no answer within {fmt_seconds(timeout)} s",
+                )
+            except aiohttp.InvalidURL:
+                return Outcome(
+                    ok=False, error_code="invalid_request", error_message="InvalidURL: invalid url"
+                )
+            except aiohttp.TooManyRedirects as exc:
+                return Outcome(ok=False, error_code="http_status", error_message=_describe(exc))
+            except aiohttp.ClientResponseError as exc:
+                # raise_for_status is off: any other one means the answer was not HTTP (aiohttp
+                # reports a bad status line as a 400 the receiver never sent); named like the
+                # lean client's InvalidResponse
+                return Outcome(ok=False, error_code="connection",
+                               error_message=describe(exc, "InvalidResponse",
+                                                      f"invalid HTTP response: {exc.message}"))
+            except ForbiddenAddress as exc:  # the lean client
+                return _forbidden(exc, url=req.url)
+            except InvalidRequest:  # the lean client's last defence; checked above first
+                return Outcome(ok=False, error_code="invalid_request",
+                               error_message="a header holds CR, LF or NUL")
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, ForbiddenAddress):
+                    # the connection's host: a redirect's, when one was followed
+                    return _forbidden(exc.os_error, where=f"{exc.host}:{exc.port}")
+                return Outcome(ok=False, error_code="connection", error_message=_describe(exc))
+            except (aiohttp.ClientError, OSError) as exc:
+                return Outcome(ok=False, error_code="connection", error_message=_describe(exc))
+        finally:
+            gate.active -= 1
+            if gate.waiters:
+                gate.wake_one()
+            elif not gate.active and len(self._gates) > _IDLE_GATES_KEPT:
+                self._sweep_gates()
 
         result = {
             "http_status": status,
