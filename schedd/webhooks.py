@@ -348,11 +348,11 @@ class WebhookSender:
             try:
                 async with asyncio.timeout_at(deadline):
                     await fut
-            except TimeoutError:
-                return None
-            except asyncio.CancelledError:
+            except (TimeoutError, asyncio.CancelledError) as exc:
                 if fut.done() and not fut.cancelled():
                     gate.wake_one()  # pass on the turn this waiter was given
+                if isinstance(exc, TimeoutError):
+                    return None
                 raise
         return max(0.0, deadline - loop.time())
 

@@ -7,11 +7,13 @@ what each fault does; these tests hold it to that."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -288,3 +290,61 @@ async def test_a_close_right_after_the_request_line(
     assert outcome.error_message is not None
     assert any(w in outcome.error_message for w in ("reset", "closed", "Disconnected"))
     assert elapsed < 2
+
+
+# ---------------------------------------------------------------- the real daemon
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_the_daemon_keeps_serving_through_every_fault(tmp_path: Path, client: str) -> None:
+    try:
+        from tests.daemon_kit import Daemon
+    except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ on sys.path
+        from daemon_kit import Daemon  # type: ignore[no-redef]
+
+    async def answer(rx: Receiver, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(OK)
+            await w.drain()
+
+    faults: dict[str, tuple[Handler, str, dict[str, Any]]] = {
+        "hang": (hang, "timeout", {}),
+        "reset": (reset_mid_request_body, "connection", {"body": "b" * 200_000}),
+        "huge": (huge_answer(b"500 Oops"), "http_status", {}),
+        "trickle": (trickle(head_done=False), "timeout", {}),
+        "garbage": (garbage, "connection", {}),
+        "close": (close_after_request_line, "connection", {}),
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        receivers = {name: await stack.enter_async_context(Receiver(h))
+                     for name, (h, _, _) in faults.items()}
+        healthy = await stack.enter_async_context(Receiver(answer))
+        d = await stack.enter_async_context(
+            Daemon(tmp_path / "d", env={"SCHEDD_WEBHOOK_CLIENT": client}))
+
+        async def trigger(name: str, url: str, **config: Any) -> str:
+            s = await d.create_schedule(
+                name=name, schedule_type="interval", schedule_expression="1h",
+                action_type="webhook", max_retries=0,
+                action_config={"url": url, "timeout_seconds": 1, **config})
+            r = await d.post(f"/v1/schedules/{s['id']}/trigger")
+            assert r.status_code == 202, r.text
+            run_id: str = r.json()["id"]
+            return run_id
+
+        run_ids = {name: await trigger(name, receivers[name].url(), **extra)
+                   for name, (_, _, extra) in faults.items()}
+        for name, (_, code, _) in faults.items():
+            run = await d.wait_run(run_ids[name], lambda r: r["status"] in ("failed", "succeeded"),
+                                   timeout=15, what=f"{name} ended")
+            assert (run["status"], run["error_code"]) == ("failed", code), (name, run)
+            assert run["error_message"] and "\n" not in run["error_message"]
+        assert receivers["huge"].written < 32 * 1024 * 1024
+        # still serving: the probes, and a healthy webhook after all of them
+        assert (await d.get("/healthz")).status_code == 200
+        assert (await d.get("/readyz")).status_code == 200
+        ok = await d.wait_run(await trigger("healthy", healthy.url()),
+                              lambda r: r["status"] == "succeeded", timeout=10)
+        assert ok["result"]["http_status"] == 200
+        assert "Traceback" not in d.log_text()

@@ -41,6 +41,7 @@ class Receiver:
         self.port = 0
         self.connections = 0
         self.open = 0
+        self.max_open = 0
         self.requests = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -64,6 +65,7 @@ class Receiver:
         self._tasks.add(task)
         self.connections += 1
         self.open += 1
+        self.max_open = max(self.max_open, self.open)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -247,7 +249,7 @@ async def test_at_most_per_host_requests_to_one_host_the_rest_wait_without_a_con
             await asyncio.sleep(0.01)
             if hung.requests == 2 and len(waiting) == 3:
                 break
-        assert (hung.requests, hung.open) == (2, 2)  # the per-host share, no more
+        assert (hung.requests, hung.open, hung.max_open) == (2, 2, 2)  # the host's share
         assert sorted(waiting) == ["run-2", "run-3", "run-4"]  # told the engine they wait
         # another host is not held up by the first one's queue
         ok = await runner.run("webhook", {**hung_cfg, "url": f"http://127.0.0.1:{healthy.port}/h"},
@@ -255,5 +257,8 @@ async def test_at_most_per_host_requests_to_one_host_the_rest_wait_without_a_con
         assert ok.ok
         outcomes = await asyncio.gather(*tasks)
     assert all(o.error_code == "timeout" for o in outcomes)
+    # the queued ones time out in the queue, saying so (one may get a slot in the last
+    # instant, as an active one times out at the same deadline, and time out on the wire)
     queued = [o.error_message for o in outcomes if o.error_message and "busy" in o.error_message]
-    assert queued == ["no answer within 1 s (all 2 connections to the host were busy)"] * 3
+    assert 1 <= len(queued) <= 3
+    assert set(queued) == {"no answer within 1 s (all 2 connections to the host were busy)"}
