@@ -262,3 +262,22 @@ async def test_at_most_per_host_requests_to_one_host_the_rest_wait_without_a_con
     queued = [o.error_message for o in outcomes if o.error_message and "busy" in o.error_message]
     assert 1 <= len(queued) <= 3
     assert set(queued) == {"no answer within 1 s (all 2 connections to the host were busy)"}
+
+
+async def test_the_daemon_wires_the_wait_hook_through_its_backend_runner(tmp_path: Path) -> None:
+    # the daemon's engine gets a BackendRunner wrapping the ActionRunner: the hook must
+    # reach the webhook sender through it, or waiting webhooks keep their slots
+    from schedd.daemon import running
+
+    settings = Settings(db=str(tmp_path / "d.db"))
+    async with running(settings, FakeClock(T)) as services:
+        engine = services.engine
+        assert engine is not None
+        seen: list[Any] = []
+        runner: Any = engine.runner
+        while runner is not None and not seen:
+            sender = getattr(runner, "_webhooks", None)
+            if sender is not None:
+                seen.append(sender.on_wait)
+            runner = getattr(runner, "inner", None)
+        assert seen == [engine.release]

@@ -202,6 +202,12 @@ class BackendRunner:
         self.port = port
         self.now_ms = now_ms
 
+    def set_wait_hook(self, hook: Callable[[str], None] | None) -> None:
+        """The engine's hook for webhooks waiting for their host: the wrapped runner's."""
+        inner_hook = getattr(self.inner, "set_wait_hook", None)
+        if inner_hook is not None:
+            inner_hook(hook)
+
     def prepare(self, action_type: str, config: dict[str, Any], ctx: RunContext) -> Prepared:
         if action_type != BACKEND_ACTION:
             return self.inner.prepare(action_type, config, ctx)
