@@ -13,7 +13,10 @@ from schedd.models import (
     AfterCompletion,
     CatchupPolicy,
     OverlapPolicy,
+    RunStatus,
+    ScheduleStatus,
     ScheduleType,
+    TriggerType,
 )
 
 # Bounds the seed leaves open are closed here so that no integer can overflow SQLite's
@@ -50,8 +53,8 @@ Expression = Annotated[str, Meta(
 Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, description=_INSTANT)]
 ActionConfig = Annotated[dict[str, Any], Meta(
     description="Its fields depend on `action_type` (docs/api.md#actions): `webhook` "
-    "{url, method, headers, body, secret, timeout_seconds}, `command` {argv, env, cwd, "
-    "timeout_seconds} (only when the server allows commands), `worker` {queue, payload}, "
+    "{url (required), method, headers, body, payload, secret, timeout_seconds}, `command` "
+    "{argv (required), env, cwd, timeout_seconds}, `worker` {queue (required), payload}, "
     "`noop` {}. Unknown fields are refused; at most 64 levels deep.",
 )]
 CatchupWindow = Annotated[int, Meta(ge=0, le=1440)]
@@ -91,7 +94,8 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     the field): `timezone` exists; `start_at`/`end_at` parse and `end_at` is after
     `start_at`; `schedule_expression` is valid for `schedule_type` and has an occurrence from
     now on; a `once` time is not older than the catch-up window; `action_config` is valid
-    for `action_type`; a relative schedule's definition, field and filter exist and fit
+    for `action_type`; `action_type` `command` is refused unless the server runs with
+    `allow_commands`; a relative schedule's definition, field and filter exist and fit
     (docs/scheduling.md#relative-schedules), and the `relative_*` fields are refused on other
     types.
     With a `deduplication_key` already used by this tenant, the existing schedule is
@@ -157,45 +161,51 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         }
 
 
+# Formats of what the server sends (responses): ids are UUIDs, instants RFC 3339 in UTC
+# with milliseconds (`2026-11-22T09:00:00.000Z`).
+Uuid = Annotated[str, Meta(extra_json_schema={"format": "uuid"})]
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+
+
 class ScheduleOut(msgspec.Struct, kw_only=True):
-    id: str
-    tenant_id: str
+    id: Uuid
+    tenant_id: Uuid
     name: str
     description: str | None
-    schedule_type: str
+    schedule_type: ScheduleType
     schedule_expression: str | None
     timezone: str
-    start_at: str | None
-    end_at: str | None
-    action_type: str
+    start_at: Timestamp | None
+    end_at: Timestamp | None
+    action_type: str  # models.ActionType: also `backend` (a sync's schedule)
     action_config: dict[str, Any]
-    customer_id: str | None
+    customer_id: Uuid | None
     external_id: str | None
     deduplication_key: str | None
-    overlap_policy: str
+    overlap_policy: OverlapPolicy
     catchup_window_minutes: int
-    catchup_policy: str
+    catchup_policy: CatchupPolicy
     flexible_window_minutes: int
     max_retries: int
     retry_backoff_seconds: int
     pause_on_failure_count: int
     rate_limit_per_minute: int | None
-    action_after_completion: str
-    relative_entity_definition_id: str | None
+    action_after_completion: AfterCompletion
+    relative_entity_definition_id: Uuid | None
     relative_field_name: str | None
     relative_offset_days: int | None
     relative_filter: dict[str, Any] | None
-    status: str
+    status: ScheduleStatus
     paused_reason: str | None
-    next_run_at: str | None
-    last_run_at: str | None
+    next_run_at: Timestamp | None
+    last_run_at: Timestamp | None
     last_run_status: str | None
     run_count: int
     consecutive_failures: int
     missed_count: int
     last_error: str | None
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class ScheduleList(msgspec.Struct, kw_only=True):
@@ -225,31 +235,31 @@ class ErrorOut(msgspec.Struct, kw_only=True):
 
 
 class RunOut(msgspec.Struct, kw_only=True):
-    id: str
-    schedule_id: str
-    tenant_id: str
-    status: str
-    trigger_type: str
-    scheduled_for: str
-    due_at: str
-    triggered_at: str
-    started_at: str | None
-    completed_at: str | None
+    id: Uuid
+    schedule_id: Uuid
+    tenant_id: Uuid
+    status: RunStatus
+    trigger_type: TriggerType
+    scheduled_for: Timestamp
+    due_at: Timestamp
+    triggered_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
     duration_seconds: float | None
     attempt: int
-    attempt_root_run_id: str
-    previous_attempt_run_id: str | None
-    next_attempt_run_id: str | None
+    attempt_root_run_id: Uuid
+    previous_attempt_run_id: Uuid | None
+    next_attempt_run_id: Uuid | None
     error_code: str | None
     error_message: str | None
     result: Any
     resolved_payload: Any
-    action_type: str
+    action_type: str  # models.ActionType: also `backend` (a sync's run)
     queue: str | None
     worker_id: str | None
-    lease_expires_at: str | None
-    last_heartbeat_at: str | None
-    cancel_requested_at: str | None
+    lease_expires_at: Timestamp | None
+    last_heartbeat_at: Timestamp | None
+    cancel_requested_at: Timestamp | None
     cancel_reason: str | None
     record_key: str | None
 
