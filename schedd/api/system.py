@@ -51,7 +51,8 @@ async def readyz(request: R) -> Response[dict[str, Any]]:
 async def preview(
     request: R,
     schedule_type: Annotated[ScheduleType, QueryParameter(
-        description="`relative` is not accepted yet (422).", examples=[Example(value="cron")])],
+        description="`relative` has no preview: its fire times come from records (422).",
+        examples=[Example(value="cron")])],
     schedule_expression: Annotated[str, QueryParameter(
         min_length=1, description="As a schedule's (docs/scheduling.md); its syntax depends "
         "on `schedule_type`.", examples=[Example(value="0 9 * * 1-5")])],
