@@ -250,7 +250,8 @@ async def test_the_console_sees_exactly_its_tenant(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path", ["/ui/schedules/not-a-uuid", "/ui/runs/12345",
-                                  "/ui/schedules/00000000-0000-4000-8000-000000000000"])
+                                  "/ui/schedules/00000000-0000-4000-8000-000000000000",
+                                  "/ui/no/such/page"])
 async def test_missing_ids_are_the_404_page(api: Api, path: str) -> None:
     b = await signed_in(api)
     r = await b.get(path)

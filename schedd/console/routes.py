@@ -506,6 +506,12 @@ async def health_page(request: R) -> Template:
     return _page(request, "health.html", ctx, h=await ctx.svc.tenant_health(ctx.tenant_id))
 
 
+@get("/{rest:path}")
+async def unknown(request: R, rest: FromPath[str]) -> Template:
+    """Any other /ui address: the 404 page (signed in or not, it says nothing more)."""
+    raise NotFound("Page")
+
+
 # ---------------------------------------------------------------------- errors
 def signin_required(request: R, exc: SignInRequired) -> Response[Any]:
     if request.headers.get("hx-request"):
@@ -554,5 +560,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 HANDLERS = [
     index, signin_page, signin, signout, schedules_page, new_page, create, preview,
     schedule_page, pause, resume, trigger, delete, runs_page, run_page, cancel, retry,
-    entities_page, health_page,
+    entities_page, health_page, unknown,
 ]
