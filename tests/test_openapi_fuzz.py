@@ -14,6 +14,8 @@ run_id get one that exists. The test fails on:
   except a 422 for a rule the document states in words (tests/openapi_rules.py);
 - a 401 although the key is valid; an operation that answers 2xx without the key or with
   a wrong one (`ignored_auth`);
+- a method the document does not list on a path answered other than 405 with an `Allow`
+  header (`unsupported_method`);
 - an answer that breaks the document: undeclared status (`status_code_conformance`),
   content type (`content_type_conformance`), headers (`response_headers_conformance`) or
   body (`response_schema_conformance`).
@@ -44,6 +46,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from schedd.api.openapi import served_openapi
@@ -180,6 +183,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
     ignored_auth,
+    unsupported_method,
     # Not negative_data_rejection: it counts as "invalid data accepted" what is only an
     # artefact of serialization (an object-valued query parameter sent as `?=`, i.e.
     # absent) and a server that is more liberal than its document (naive date-times), which
