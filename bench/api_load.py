@@ -3,6 +3,7 @@
 alone and while the API serves a mixed load from another process.
 
     python bench/api_load.py creates [--tree DIR] [--conns 16] [--seconds 10]
+    python bench/api_load.py creates --trees A,B --reps 3   # interleaved A,B,A,B,A,B; medians
     python bench/api_load.py w3 [--tree DIR] [--schedules 200] [--seconds 20] [--conns 16]
     python bench/api_load.py client --base URL --key KEY --mix create|mixed ...  (internal)
 
@@ -199,7 +200,26 @@ def run_client(base: str, key: str, mix: str, conns: int, seconds: float,
     raise SystemExit(f"the load client failed: {proc.stderr[-2000:]}")
 
 
-async def creates_main(a: argparse.Namespace) -> None:
+async def creates_ab(a: argparse.Namespace) -> None:
+    """--trees A,B --reps N: one `creates` run per tree in turn, N rounds; then medians."""
+    trees = [t for t in a.trees.split(",") if t]
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in trees}
+    for _ in range(a.reps):
+        for t in trees:
+            a.tree = t
+            rows[t].append(await creates_main(a))
+    for t in trees:
+        r = rows[t]
+        print(json.dumps({"tree": t, "reps": len(r),
+                          "creates_per_s_median": statistics.median(x["creates_per_s"] for x in r),
+                          "creates_per_s": [x["creates_per_s"] for x in r],
+                          "daemon_cpu_us_per_create_median": statistics.median(
+                              x["daemon_cpu_us_per_create"] for x in r),
+                          "p99_ms_median": statistics.median(x["p99_ms"] for x in r),
+                          "missing_in_db": sum(x["missing_in_db"] for x in r)}), flush=True)
+
+
+async def creates_main(a: argparse.Namespace) -> dict[str, Any]:
     from schedd.webhook_http import LeanHttp
 
     with tempfile.TemporaryDirectory(prefix="schedd-api-load-") as tmp:
@@ -222,14 +242,15 @@ async def creates_main(a: argparse.Namespace) -> None:
             con.close()
         missing = sum(1 for x in acked if x not in have)
     k = r["kinds"]["create"]
-    print(json.dumps({"tree": a.tree or str(HERE.parent), "conns": a.conns,
-                      "creates_per_s": k["per_s"], "p50_ms": k["p50_ms"], "p99_ms": k["p99_ms"],
-                      "statuses": r["statuses"],
-                      # the daemon's CPU over warm-up + window, per create answered in the window
-                      "daemon_cpu_us_per_create": round(1e6 * cpu / max(1, k["n"]), 1),
-                      "client_cpu_us_per_request": round(1e6 * r["client_cpu_s"] / max(1, k["n"]),
-                                                         1),
-                      "acknowledged": len(acked), "missing_in_db": missing}), flush=True)
+    out = {"tree": a.tree or str(HERE.parent), "conns": a.conns,
+           "creates_per_s": k["per_s"], "p50_ms": k["p50_ms"], "p99_ms": k["p99_ms"],
+           "statuses": r["statuses"],
+           # the daemon's CPU over warm-up + window, per create answered in the window
+           "daemon_cpu_us_per_create": round(1e6 * cpu / max(1, k["n"]), 1),
+           "client_cpu_us_per_request": round(1e6 * r["client_cpu_s"] / max(1, k["n"]), 1),
+           "acknowledged": len(acked), "missing_in_db": missing}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 # ------------------------------------------------------------------ W3 with and without load
@@ -327,6 +348,8 @@ def main() -> None:
     c.add_argument("--tree", help="run the daemon from this source tree (PYTHONPATH)")
     c.add_argument("--conns", type=int, default=16)
     c.add_argument("--seconds", type=float, default=10.0)
+    c.add_argument("--trees", default="", help="A,B: compare trees, interleaved")
+    c.add_argument("--reps", type=int, default=1)
     w = sub.add_parser("w3")
     w.add_argument("--tree")
     w.add_argument("--schedules", type=int, default=200)
@@ -346,12 +369,13 @@ def main() -> None:
         ap.error("--conns must be 1..256")
     if getattr(a, "seconds", 1) > 120:
         ap.error("--seconds is at most 120 (the bench is bounded)")
-    try:
-        import uvloop
-        run = uvloop.run
-    except ImportError:  # pragma: no cover
-        run = asyncio.run
-    run({"creates": creates_main, "w3": w3_main, "client": client_main}[a.cmd](a))
+    import uvloop  # schedd's own dependency
+
+    run = uvloop.run
+    if a.cmd == "creates" and a.trees:
+        run(creates_ab(a))
+    else:
+        run({"creates": creates_main, "w3": w3_main, "client": client_main}[a.cmd](a))
 
 
 if __name__ == "__main__":

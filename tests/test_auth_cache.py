@@ -67,7 +67,7 @@ async def test_a_key_revoked_by_another_process_is_refused_at_once(
 async def test_two_revocations_in_one_instant_are_both_seen(api: Api) -> None:
     # the mark is a new file each time (a new inode), so the same mtime cannot hide one
     keys = [api.call(api.services.create_key, "default") for _ in range(2)]
-    for key_id, key in keys:
+    for _, key in keys:
         assert (await api.client.get("/v1/schedules", headers={"X-Api-Key": key})
                 ).status_code == 200
     other = services_mod.Services(api.services.store, api.services.clock, api.services.settings)

@@ -1,0 +1,38 @@
+-- How many schedules each tenant has in each status, kept exact by triggers in the same
+-- transaction as the change: the list's `total` (and the schedules gauge) read a few rows
+-- here instead of counting the tenant's schedules on every page (36-49 ms at 1,000,000).
+-- Triggers, not application code, so that every path that writes schedules (the API, the
+-- engine's claims and pauses, completion, deletion, later routers) keeps it exact.
+-- A row may hold n = 0 once its last schedule left that status.
+CREATE TABLE schedule_counts (
+    tenant_id TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    n         INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, status)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO schedule_counts (tenant_id, status, n)
+    SELECT tenant_id, status, count(*) FROM schedules GROUP BY tenant_id, status;
+
+CREATE TRIGGER schedule_counts_insert AFTER INSERT ON schedules
+BEGIN
+    INSERT INTO schedule_counts (tenant_id, status, n) VALUES (NEW.tenant_id, NEW.status, 1)
+        ON CONFLICT (tenant_id, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER schedule_counts_delete AFTER DELETE ON schedules
+BEGIN
+    UPDATE schedule_counts SET n = n - 1
+        WHERE tenant_id = OLD.tenant_id AND status = OLD.status;
+END;
+
+-- Claims write the status column of every schedule they advance, mostly unchanged: the
+-- WHEN clause keeps those to a comparison.
+CREATE TRIGGER schedule_counts_update AFTER UPDATE OF status, tenant_id ON schedules
+    WHEN OLD.status IS NOT NEW.status OR OLD.tenant_id IS NOT NEW.tenant_id
+BEGIN
+    UPDATE schedule_counts SET n = n - 1
+        WHERE tenant_id = OLD.tenant_id AND status = OLD.status;
+    INSERT INTO schedule_counts (tenant_id, status, n) VALUES (NEW.tenant_id, NEW.status, 1)
+        ON CONFLICT (tenant_id, status) DO UPDATE SET n = n + 1;
+END;
