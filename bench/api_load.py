@@ -5,6 +5,7 @@ alone and while the API serves a mixed load from another process.
     python bench/api_load.py creates [--tree DIR] [--conns 16] [--seconds 10]
     python bench/api_load.py creates --trees A,B --reps 3   # interleaved A,B,A,B,A,B; medians
     python bench/api_load.py w3 [--tree DIR] [--schedules 200] [--seconds 20] [--conns 16]
+    python bench/api_load.py w3 --trees A,B --reps 2        # interleaved; medians
     python bench/api_load.py client --base URL --key KEY --mix create|mixed ...  (internal)
 
 `creates` starts `python -m schedd serve` (from DIR when given: PYTHONPATH=DIR, so two
@@ -16,8 +17,9 @@ percentiles, non-201 answers, the daemon's CPU per create, and checks that the d
 holds every schedule answered 201.
 
 `w3` is issue 6's W3 with a separate load process: `--schedules` interval schedules
-firing every second at the same instants into a webhook sink in this process; lateness =
-the sink's arrival - X-Schedd-Scheduled-For. It measures `--seconds` of W3 alone, then
+firing every second at the same instants into the harness's webhook sink
+(bench/peers/sink.py, its own process); lateness = the sink's arrival - the occurrence
+(the run's scheduled_for, sent in the body). It measures `--seconds` of W3 alone, then
 `--seconds` of W3 while the client process drives the API at its maximum rate with a
 mixed load (per connection, in turn: GET a schedule by id, list a page of 50, create, and
 trigger a noop schedule), and reports both, the ratio of their p99s, and missing or
@@ -61,10 +63,6 @@ def pct(values: list[float], q: float) -> float:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def iso_ms(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
 
 
 def noop_body(name: str, due_s: float) -> bytes:
@@ -254,31 +252,62 @@ async def creates_main(a: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ W3 with and without load
-async def start_sink(arrivals: list[tuple[float, str, str]]) -> tuple[Any, int]:
-    """A sink on 127.0.0.1 recording (arrival ms, schedule id, scheduled-for) per request."""
-    from aiohttp import web
+class Sink:
+    """bench/peers/sink.py (the harness's sink: a raw asyncio protocol) in its own process,
+    so that the webhooks' receiver takes nothing from this process or the daemon's."""
 
-    async def hook(request: web.Request) -> web.Response:
-        h = request.headers
-        arrivals.append((time.time() * 1000, h["X-Schedd-Schedule-Id"],
-                         h["X-Schedd-Scheduled-For"]))
-        return web.Response(text="ok")
+    def __init__(self, workdir: Path) -> None:
+        self.out = workdir / "sink.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "peers" / "sink.py"), "--host", HOST, "--port", "0",
+             "--out", str(self.out)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("SINK_READY "):
+            raise SystemExit(f"the sink did not start: {line!r}")
+        self.port = int(line.split()[1])
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    def stop(self) -> list[tuple[float, str, float]]:
+        """(arrival ms, job, due ms) of every request received."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        got = []
+        for line in self.out.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("due") is not None:
+                got.append((r["arrival"] * 1000, str(r["job"]), r["due"] * 1000))
+        return got
 
 
-async def w3_main(a: argparse.Namespace) -> None:
+async def w3_ab(a: argparse.Namespace) -> None:
+    """--trees A,B --reps N: one `w3` run per tree in turn, N rounds; then medians."""
+    trees = [t for t in a.trees.split(",") if t]
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in trees}
+    for _ in range(a.reps):
+        for t in trees:
+            a.tree = t
+            rows[t].append(await w3_main(a))
+    for t in trees:
+        r = rows[t]
+        print(json.dumps({
+            "tree": t, "reps": len(r),
+            "alone_p99_ms": [x["alone"]["p99_ms"] for x in r],
+            "under_load_p99_ms": [x["under_load"]["p99_ms"] for x in r],
+            "p99_ratio": [x["p99_ratio"] for x in r],
+            "p99_ratio_median": statistics.median(x["p99_ratio"] for x in r),
+            "api_req_per_s": [x["load"]["per_s"] for x in r],
+            "missing": sum(x["alone"]["missing"] + x["under_load"]["missing"] for x in r),
+            "doubled": sum(x["alone"]["doubled"] + x["under_load"]["doubled"] for x in r),
+        }), flush=True)
+
+
+async def w3_main(a: argparse.Namespace) -> dict[str, Any]:
     from schedd.webhook_http import LeanHttp
 
-    arrivals: list[tuple[float, str, str]] = []
-    runner, sink_port = await start_sink(arrivals)
+    arrivals: list[tuple[float, str, float]] = []
     with tempfile.TemporaryDirectory(prefix="schedd-w3-load-") as tmp:
+        sink = Sink(Path(tmp))
+        sink_port = sink.port
         d = Daemon(a.tree, Path(tmp))
         try:
             async with LeanHttp(max_connections=32) as http:
@@ -291,7 +320,9 @@ async def w3_main(a: argparse.Namespace) -> None:
                         "schedule_expression": "1s", "start_at": iso(start),
                         "action_type": "webhook", "max_retries": 0, "overlap_policy": "ALLOW",
                         "action_config": {"url": f"http://{HOST}:{sink_port}/hook",
-                                          "method": "POST", "body": {"i": i}},
+                                          "method": "POST",
+                                          "body": {"job": f"w3-{i}",
+                                                   "due": "{{run.scheduled_for}}"}},
                     }).encode()
                     status, _ = await http.request("POST", HOST, d.port, "/v1/schedules", hdr,
                                                    body, timeout=10.0, excerpt=64)
@@ -317,12 +348,12 @@ async def w3_main(a: argparse.Namespace) -> None:
             await asyncio.sleep(1.5)
         finally:
             d.stop()
-            await runner.cleanup()
+            arrivals = sink.stop()
 
     def window(t0: int) -> dict[str, Any]:
         """Every occurrence t0 <= t < t0 + seconds of every W3 schedule: once each."""
         lo, hi = t0 * 1000, (t0 + a.seconds) * 1000
-        inside = [(arr, sid, iso_ms(s)) for arr, sid, s in arrivals if lo <= iso_ms(s) < hi]
+        inside = [(arr, job, due) for arr, job, due in arrivals if lo <= due < hi]
         seen = Counter((sid, t) for _, sid, t in inside)
         late = [arr - t for arr, _, t in inside]
         schedules = {sid for sid, _ in seen}
@@ -334,11 +365,13 @@ async def w3_main(a: argparse.Namespace) -> None:
                 "max_ms": round(max(late), 2) if late else None}
 
     alone, loaded = window(t_alone), window(t_load)
-    print(json.dumps({"tree": a.tree or str(HERE.parent), "schedules": a.schedules,
-                      "seconds": a.seconds, "alone": alone, "under_load": loaded,
-                      "p99_ratio": round(loaded["p99_ms"] / alone["p99_ms"], 2),
-                      "load": {"per_s": result["per_s"], "kinds": result["kinds"],
-                               "statuses": result["statuses"]}}), flush=True)
+    out = {"tree": a.tree or str(HERE.parent), "schedules": a.schedules,
+           "seconds": a.seconds, "alone": alone, "under_load": loaded,
+           "p99_ratio": round(loaded["p99_ms"] / alone["p99_ms"], 2),
+           "load": {"per_s": result["per_s"], "kinds": result["kinds"],
+                    "statuses": result["statuses"]}}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def main() -> None:
@@ -355,6 +388,8 @@ def main() -> None:
     w.add_argument("--schedules", type=int, default=200)
     w.add_argument("--seconds", type=int, default=20)
     w.add_argument("--conns", type=int, default=16)
+    w.add_argument("--trees", default="", help="A,B: compare trees, interleaved")
+    w.add_argument("--reps", type=int, default=1)
     cl = sub.add_parser("client")
     cl.add_argument("--base", required=True)
     cl.add_argument("--key", required=True)
@@ -374,6 +409,8 @@ def main() -> None:
     run = uvloop.run
     if a.cmd == "creates" and a.trees:
         run(creates_ab(a))
+    elif a.cmd == "w3" and a.trees:
+        run(w3_ab(a))
     else:
         run({"creates": creates_main, "w3": w3_main, "client": client_main}[a.cmd](a))
 

@@ -44,6 +44,7 @@ import logging
 import re
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -119,25 +120,39 @@ class _Worker:
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._one = one
         self._group = group
+        # grouped units submitted during the current turn of each loop (see call)
+        self._turns: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
         self.conn: sqlite3.Connection | None = None
 
     def _main(self) -> None:
-        queue, held = self._queue, None
+        queue = self._queue
+        backlog: deque[Any] = deque()  # items taken from the queue, not yet run
+
+        def more() -> bool:
+            """Is another item there without waiting? (it is then backlog[0])"""
+            if not backlog:
+                if queue.empty():
+                    return False
+                got = queue.get_nowait()
+                backlog.extend(got) if isinstance(got, list) else backlog.append(got)
+            return True
+
         while True:
-            item = held if held is not None else queue.get()
-            held = None
+            if not backlog:
+                got = queue.get()
+                backlog.extend(got) if isinstance(got, list) else backlog.append(got)
+            item = backlog.popleft()
             if item is _STOP:
                 return
             items: list[_Item] = [item]
             if item[3] and self._group is not None:
-                while len(items) < MAX_GROUP and not queue.empty():
-                    nxt = queue.get_nowait()
+                while len(items) < MAX_GROUP and more():
+                    nxt = backlog[0]
                     if nxt is _STOP or not nxt[3]:
-                        held = nxt  # order kept: it runs right after this group
-                        break
-                    items.append(nxt)
+                        break  # order kept: it runs right after this group
+                    items.append(backlog.popleft())
             if len(items) > 1 and self._group is not None:
                 outcomes = self._group([it[2] for it in items])
             elif item[3] and self._one is not None:
@@ -155,10 +170,26 @@ class _Worker:
                     loop.call_soon_threadsafe(_deliver, replies)
 
     async def call(self, fn: Callable[[], T], *, grouped: bool = False) -> T:
+        """Run fn on the thread; its result. Grouped units submitted in one turn of a loop
+        reach the thread together, at the end of that turn (one queue put, one wake-up of
+        the thread, instead of one per unit); anything else goes at once, after them."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, fut, fn, grouped))
+        if grouped:
+            turn = self._turns.get(loop)
+            if turn is None:
+                turn = self._turns[loop] = []
+                loop.call_soon(self._submit, loop)
+            turn.append((loop, fut, fn, True))
+        else:
+            self._submit(loop)
+            self._queue.put((loop, fut, fn, False))
         return await fut
+
+    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
+        turn = self._turns.pop(loop, None)
+        if turn:
+            self._queue.put(turn)
 
     async def run(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args,
                   **kwargs: P.kwargs) -> T:
