@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The list's `total` at a large store: the first page of GET /v1/schedules as the store
-reads it, with the count kept by migration 0005's triggers against a count(*) of the
+reads it, with the count kept by migration 0006's triggers against a count(*) of the
 tenant's schedules (what every page paid before).
 
     python bench/list_total.py [--schedules 1000000] [--reps 20]

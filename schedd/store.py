@@ -324,7 +324,7 @@ class Store:
             params += [like, like, like]
         cond = " AND ".join(where)
         if customer_id is None and external_id is None:
-            # kept by triggers (migration 0005): a few rows, however many schedules
+            # kept by triggers (migration 0006): a few rows, however many schedules
             total = _all(c, "SELECT coalesce(sum(n), 0) FROM schedule_counts WHERE "
                          + cond, params)[0][0]
         else:

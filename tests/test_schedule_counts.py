@@ -1,4 +1,4 @@
-"""The per-tenant, per-status schedule counts (migration 0005's triggers) stay exact
+"""The per-tenant, per-status schedule counts (migration 0006's triggers) stay exact
 through every kind of change, and the list's `total` reads them."""
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def test_the_migration_counts_the_schedules_already_there(tmp_path: Path) -> Non
     path = tmp_path / "old.db"
     con = sqlite3.connect(path, isolation_level=None)
     try:
-        for version, sql in dbmod.migrations()[:4]:  # a database from before 0005
+        for version, sql in dbmod.migrations()[:5]:  # a database from before 0006
             con.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
         con.execute("INSERT INTO tenants (id, name, created_ms) VALUES ('t1', 'a', 1), "
                     "('t2', 'b', 1)")
