@@ -594,6 +594,117 @@ async def test_sigkill_at_random_instants_loses_and_doubles_nothing(
         assert d.log_text().count("===== start #") == 5
 
 
+async def test_sigkill_during_batch_imports_and_relative_fires(
+    tmp_path: Path, sink: Sink
+) -> None:
+    # Records are imported in batches of 500 while a relative schedule fires each one at
+    # once (its occurrence, today at the current minute, is inside the catch-up window when
+    # written), and the daemon is SIGKILLed at seeded instants in the middle of it. A batch
+    # whose answer was lost is sent again (upserts are idempotent). Afterwards: every batch
+    # is all there or not at all, every record fired exactly once (one first attempt at its
+    # occurrence), interrupted runs were retried, and no run reached the sink twice.
+    rng = random.Random(int(os.environ.get("SCHEDD_E2E_KILL_SEED", "20261123")))
+    sink.route("/rel", delay=0.05)
+    at = datetime.now(UTC).replace(second=0, microsecond=0)
+    day, hhmm = at.date().isoformat(), at.strftime("%H:%M")
+    batches = [[f"b{b}-{i:03d}" for i in range(500)] for b in range(8)]
+    async with Daemon(tmp_path / "d") as d:
+        r = await d.post("/v1/entity-definitions", {"name": "customers",
+                                                    "fields": {"renewal": "date"}})
+        assert r.status_code == 201, r.text
+        def_id = r.json()["id"]
+        s = await d.create_schedule(**webhook_schedule(
+            sink.url("/rel"), name="renewals", schedule_type="relative",
+            schedule_expression=hhmm, relative_entity_definition_id=def_id,
+            relative_field_name="renewal", catchup_window_minutes=60,
+            overlap_policy="ALLOW", retry_backoff_seconds=0, max_retries=10))
+        kills = sorted(rng.uniform(0.2, 2.0) for _ in range(3))
+        killed = 0
+        half_checks: list[int] = []  # records of a batch in flight at a kill: 0 or 500
+        start = time.monotonic()
+        sent = 0
+        while sent < len(batches):
+            if kills and time.monotonic() - start >= kills[0]:
+                kills.pop(0)
+                if d.running:
+                    killed += 1
+                    d.kill()
+                await asyncio.sleep(rng.uniform(0.1, 1.0))
+                await d.start()
+            body = {"upsert": [{"key": k, "data": {"renewal": day}} for k in batches[sent]]}
+            try:
+                task = asyncio.ensure_future(d.post(
+                    f"/v1/entity-definitions/{def_id}/records/batch", body))
+                if kills and rng.random() < 0.5:
+                    # kill while this batch is in flight: it commits whole or not at all
+                    await asyncio.sleep(rng.uniform(0.0, 0.05))
+                    kills.pop(0)
+                    killed += 1
+                    d.kill()
+                    task.add_done_callback(lambda t: t.exception())
+                    await asyncio.wait([task])
+                    await asyncio.sleep(rng.uniform(0.1, 1.0))
+                    await d.start()
+                    page = await d.get(f"/v1/entity-definitions/{def_id}/records",
+                                       params={"after": f"b{sent}-", "limit": 1000})
+                    landed = [x for x in page.json()["records"]
+                              if x["key"].startswith(f"b{sent}-")]
+                    assert len(landed) in (0, 500), f"a half-applied batch: {len(landed)}"
+                    half_checks.append(len(landed))
+                    continue  # committed or not, it is sent again
+                r = await task
+            except (httpx.HTTPError, AssertionError, RuntimeError):
+                if not d.running:
+                    await asyncio.sleep(rng.uniform(0.1, 1.0))
+                    await d.start()
+                continue  # its answer was lost: send it again
+            if r.status_code != 200:
+                continue
+            assert r.json() == {"upserted": 500, "deleted": 0}
+            sent += 1
+        total = sum(len(b) for b in batches)
+        r = await d.get(f"/v1/entity-definitions/{def_id}")
+        assert r.json()["record_count"] == total
+
+        async def fired() -> int:
+            runs = await d.all_runs(s["id"])
+            return sum(r["attempt"] == 1 for r in runs) if all(
+                r["status"] in FINISHED for r in runs) else -1
+
+        await poll(fired, lambda n: n == total, 60, "every record fired")
+        runs = await d.all_runs(s["id"])
+        by_id = {r["id"]: r for r in runs}
+        firsts: dict[str, list[str]] = defaultdict(list)
+        for r in runs:
+            assert r["record_key"] is not None and r["trigger_type"] != "manual", r
+            assert r["scheduled_for"] == f"{day}T{hhmm}:00.000Z", r
+            if r["attempt"] == 1:
+                firsts[r["record_key"]].append(r["id"])
+            else:
+                prev = by_id[r["previous_attempt_run_id"]]
+                assert prev["record_key"] == r["record_key"] and prev["error_code"] == "interrupted"
+            if r["next_attempt_run_id"] is None:
+                assert r["status"] == "succeeded", r
+        assert sorted(firsts) == sorted(k for b in batches for k in b)
+        assert {k: v for k, v in firsts.items() if len(v) != 1} == {}, "doubled occurrences"
+        per_run: dict[str, int] = defaultdict(int)
+        for q in sink.requests_to("/rel"):
+            per_run[q.headers["x-schedd-run-id"]] += 1
+            run = by_id[q.headers["x-schedd-run-id"]]
+            assert q.headers["x-schedd-record-key"] == run["record_key"]
+            assert q.json()["record"] == {"key": run["record_key"], "data": {"renewal": day}}
+        assert {k: n for k, n in per_run.items() if n > 1} == {}, "a run sent twice"
+        for r in runs:
+            if r["status"] == "succeeded":
+                assert per_run.get(r["id"]) == 1, r
+        print("relative kill test:", {"records": total, "runs": len(runs),
+                                      "interrupted": sum(r["error_code"] == "interrupted"
+                                                         for r in runs),
+                                      "kills": killed, "in_flight_batches": half_checks})
+        assert killed >= 2, "the kills came after the import: make the batches bigger"
+        assert d.log_text().count("===== start #") == 1 + killed
+
+
 # ---------------------------------------------------------------------------- regressions
 # SIGTERM used to stop claiming only after uvicorn drained HTTP connections, which an open
 # worker long poll held for the whole grace: the loop kept firing after SIGTERM.
