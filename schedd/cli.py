@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from schedd import __version__, client, config, timing
+from schedd import __version__, client, client_entities, config, timing
 from schedd.clock import SystemClock
 from schedd.errors import ConfigError, ScheddError
 
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_next)
 
     client.add_commands(sub)
+    client_entities.add_commands(sub)
 
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(func=cmd_version)

@@ -190,8 +190,12 @@ def request(
     *,
     query: Mapping[str, Any] | None = None,
     body: Any = None,
+    answer_4xx: bool = False,
+    timeout: float = TIMEOUT_S,
 ) -> tuple[int, Any]:
-    """Send one request; (status, decoded JSON or None). Any failure exits 1 with one line."""
+    """Send one request; (status, decoded JSON or None). Any failure exits 1 with one line;
+    with answer_4xx a 4xx answer is returned instead (its decoded body), for the caller to
+    explain (an import names the line of a refused record)."""
     url = target.base_url + path
     params = {k: v for k, v in (query or {}).items() if v is not None}
     if params:
@@ -208,7 +212,7 @@ def request(
     req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
     base = target.base_url
     try:
-        with _opener(base).open(req, timeout=TIMEOUT_S) as resp:
+        with _opener(base).open(req, timeout=timeout) as resp:
             status: int = resp.status
             raw: bytes = resp.read()
     except urllib.error.HTTPError as exc:
@@ -218,6 +222,11 @@ def request(
             err_body = b""
         finally:
             exc.close()
+        if answer_4xx and 400 <= exc.code < 500:
+            try:
+                return exc.code, json.loads(err_body)
+            except ValueError:
+                return exc.code, None
         text = _error_text(exc.code, str(exc.reason or ""), err_body)
         if exc.code == 401:
             text += f" (the key came from {target.key_source})"
@@ -227,10 +236,10 @@ def request(
         if isinstance(reason, ConnectionRefusedError):
             _die(f"cannot reach {base}: is the daemon running?", 1)
         if isinstance(reason, TimeoutError):
-            _die(f"{base} did not answer within {TIMEOUT_S:g} s", 1)
+            _die(f"{base} did not answer within {timeout:g} s", 1)
         _die(f"cannot reach {base}: {getattr(reason, 'strerror', None) or reason}", 1)
     except TimeoutError:
-        _die(f"{base} did not answer within {TIMEOUT_S:g} s", 1)
+        _die(f"{base} did not answer within {timeout:g} s", 1)
     except ConnectionRefusedError:
         _die(f"cannot reach {base}: is the daemon running?", 1)
     except (OSError, HTTPException) as exc:

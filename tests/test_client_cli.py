@@ -503,3 +503,62 @@ def test_resolve_target_precedence(tmp_path: Path) -> None:
     assert resolve_target(args, {"SCHEDD_HOST": "::1"}).base_url == "http://[::1]:8321"
     args.server_url = "http://flag:1"
     assert resolve_target(args, {"SCHEDD_URL": "http://env:2"}).base_url == "http://flag:1"
+
+
+# ---------------------------------------------------------------------------- entities, records
+def test_entities_and_records_round_trip(served: Served, capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    d = ok_json(capsys, "entities", "create", "--name", f"customers-{uuid.uuid4().hex[:6]}",
+                "--field", "renewal=date", "--field", "seats=number", "--field", "vip=boolean")
+    assert d["fields"] == {"renewal": "date", "seats": "number", "vip": "boolean"}
+    code, out, _ = run(capsys, "entities", "ls")
+    assert code == 0 and d["id"] in out
+    code, _, err = run(capsys, "entities", "create", "--name", "x", "--field", "a=text")
+    assert code == 2 and "NAME=TYPE" in one_line_error(err)
+    u = ok_json(capsys, "entities", "update", d["id"], "--field", "plan=string",
+                "--remove-field", "vip")
+    assert u["fields"] == {"renewal": "date", "seats": "number", "plan": "string"}
+
+    rec = ok_json(capsys, "records", "put", d["id"], "cus 1", "--data",
+                  '{"renewal": "2027-01-01", "seats": 3}')
+    assert rec["key"] == "cus 1"
+    assert ok_json(capsys, "records", "get", d["id"], "cus 1")["data"]["seats"] == 3
+    code, _, err = run(capsys, "records", "put", d["id"], "k", "--data", '{"seats": "x"}')
+    assert code == 1 and "body.data.seats" in one_line_error(err)
+
+    nd = tmp_path / "in.ndjson"
+    nd.write_text("".join(json.dumps({"key": f"n{i:03d}", "data": {"renewal": "2027-02-01"}})
+                          + "\n" for i in range(250)) + "\n")
+    assert ok_json(capsys, "records", "import", d["id"], str(nd), "--batch", "100") == {
+        "upserted": 250}
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text("id,renewal,seats,plan\nc1,2027-03-01,5,pro\nc2,,,\n")
+    code, out, _ = run(capsys, "records", "import", d["id"], str(csv_path),
+                       "--key-column", "id")
+    assert code == 0 and "2 record(s) imported" in out
+    assert ok_json(capsys, "records", "get", d["id"], "c1")["data"] == {
+        "renewal": "2027-03-01", "seats": 5, "plan": "pro"}
+    assert ok_json(capsys, "records", "get", d["id"], "c2")["data"] == {
+        "renewal": None, "seats": None, "plan": None}
+    assert ok_json(capsys, "entities", "get", d["id"])["record_count"] == 253
+
+    # a bad record: the batch is refused, its line named, earlier batches applied
+    bad = tmp_path / "bad.ndjson"
+    lines = [json.dumps({"key": f"z{i}", "data": {"renewal": "2027-01-01"}}) for i in range(5)]
+    lines[3] = json.dumps({"key": "z3", "data": {"renewal": "not a date"}})
+    bad.write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, "records", "import", d["id"], str(bad), "--batch", "2")
+    assert code == 1
+    progress, last = err.splitlines()  # progress on stderr, then the error
+    assert progress == "imported 2 record(s)"
+    assert "line 4 (data.renewal)" in one_line_error(last) and "2 record(s) imported" in last
+    assert ok_json(capsys, "entities", "get", d["id"])["record_count"] == 255
+
+    page = ok_json(capsys, "records", "ls", d["id"], "--limit", "2")
+    assert [r["key"] for r in page["records"]] == ["c1", "c2"] and page["next_after"] == "c2"
+    code, out, _ = run(capsys, "records", "rm", d["id"], "cus 1")
+    assert code == 0 and "deleted cus 1" in out
+    code, _, err = run(capsys, "records", "get", d["id"], "cus 1")
+    assert code == 1 and "Record not found" in one_line_error(err)
+    code, out, _ = run(capsys, "entities", "rm", d["id"])
+    assert code == 0
