@@ -76,11 +76,14 @@ class Planner:
         self.store = store
 
     def replan_records(self, c: Conn, plans: Sequence[tuple[Schedule, planning.RelativePlan]],
-                       items: Sequence[tuple[str, Mapping[str, Any]]], now: int) -> None:
-        """Records were written: plan each one's occurrence for each schedule."""
-        keys = [k for k, _ in items]
+                       items: Sequence[tuple[str, Mapping[str, Any]]], now: int,
+                       new_keys: set[str] | None = None) -> None:
+        """Records were written: plan each one's occurrence for each schedule. Keys in
+        `new_keys` were just created: they have no occurrence rows to read (a deleted
+        record's rows went with it)."""
+        keys = [k for k, _ in items if not new_keys or k not in new_keys]
         for s, plan in plans:
-            rows = self.store.occurrence_rows(c, s.id, keys)
+            rows = self.store.occurrence_rows(c, s.id, keys) if keys else {}
             self._apply(c, s, plan, items, rows, now)
             self._set_next(c, s, now)
 
@@ -354,15 +357,18 @@ class Entities:
             fields = d.fields
             for i, (_, data) in enumerate(items):
                 planning.check_data(fields, data, ("body", "upsert", i, "data"))
-            created = len(items) - len(self.store.existing_record_keys(
-                c, d.id, [k for k, _ in items])) if items else 0
+            existing = self.store.existing_record_keys(c, d.id, [k for k, _ in items]) if (
+                items) else set()
+            created = len(items) - len(existing)
             self.store.upsert_records(c, d.id, encoded, now)
             deleted = self.store.delete_records(c, d.id, keys_del) if keys_del else 0
             self.store.add_record_count(c, d.id, created - deleted, now)
             schedules = self.store.schedules_of_definition(c, d.id)
             live = [s for s in schedules if s.status is not ScheduleStatus.completed]
             if items:
-                self.planner.replan_records(c, [(s, plan_of(s, d)) for s in live], items, now)
+                new_keys = {k for k, _ in items if k not in existing}
+                self.planner.replan_records(c, [(s, plan_of(s, d)) for s in live], items, now,
+                                            new_keys)
             if keys_del:
                 self.planner.drop_records(c, live, keys_del, now)
             return len(items), deleted, [s.next_run_ms for s in live]

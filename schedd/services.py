@@ -654,7 +654,6 @@ class Services:
             if self.store.get_schedule(c, tenant_id, schedule_id) is None:
                 raise NotFound("Schedule")
             self.store.cancel_pending_runs_of(c, schedule_id, now, "schedule deleted")
-            self.store.delete_schedule_occurrences(c, schedule_id)
             self.store.delete_schedule(c, schedule_id)
 
         await self.db.write(tx)

@@ -47,8 +47,8 @@ _REC_SELECT = ", ".join(_REC_COLS)
 _REC_UPSERT = ("INSERT INTO records (definition_id, key, data, created_ms, updated_ms)"
                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (definition_id, key) DO UPDATE SET"
                " data = excluded.data, updated_ms = excluded.updated_ms")
-_OCC_UPSERT = ("INSERT INTO occurrences (schedule_id, record_key, next_ms, fired_ms)"
-               " VALUES (?, ?, ?, ?) ON CONFLICT (schedule_id, record_key) DO UPDATE SET"
+_OCC_UPSERT = ("INSERT INTO occurrences (schedule_seq, record_key, next_ms, fired_ms)"
+               " VALUES (?, ?, ?, ?) ON CONFLICT (schedule_seq, record_key) DO UPDATE SET"
                " next_ms = excluded.next_ms, fired_ms = excluded.fired_ms")
 _S_SELECT = ", ".join(SCHEDULE_COLS)
 _R_SELECT = ", ".join(RUN_COLS)
@@ -169,6 +169,7 @@ def _where_in(c: Conn, sql: str, ids: Sequence[str]) -> list[Any]:
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._seqs: dict[str, int] = {}  # schedule id -> seq (occurrence rows)
 
     # ------------------------------------------------------------------ tenants and keys
     def tenant_id_by_name(self, c: Conn, name: str) -> str | None:
@@ -281,6 +282,10 @@ class Store:
                           " WHERE id = ? AND status = 'active'", paused)
 
     def delete_schedule(self, c: Conn, schedule_id: str) -> None:
+        """Delete a schedule and its occurrence rows (a relative schedule's): a later
+        schedule may reuse its seq (INTEGER PRIMARY KEY), and must not inherit them."""
+        c.execute("DELETE FROM occurrences WHERE schedule_seq ="
+                  " (SELECT seq FROM schedules WHERE id = ?)", (schedule_id,))
         c.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
 
     def get_schedule(self, c: Conn, tenant_id: str | None, schedule_id: str) -> Schedule | None:
@@ -697,63 +702,84 @@ class Store:
         return [(str(r[0]), _dec.decode(r[1])) for r in rows]
 
     # ------------------------------------------------------------------ occurrences
+    # Occurrence rows name their schedule by schedules.seq (migration 0005); the id -> seq
+    # map is cached: a schedule's seq never changes and ids are never reused.
+    def _seq(self, c: Conn, schedule_id: str) -> int | None:
+        seq = self._seqs.get(schedule_id)
+        if seq is None:
+            rows = _all(c, "SELECT seq FROM schedules WHERE id = ?", (schedule_id,))
+            if not rows:
+                return None
+            seq = self._seqs[schedule_id] = int(rows[0][0])
+        return seq
+
     def occurrence_rows(self, c: Conn, schedule_id: str,
                         keys: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
         """record key -> (pending occurrence, last fired occurrence), for rows that exist."""
+        seq = self._seq(c, schedule_id)
+        if seq is None:
+            return {}
         return {str(r[0]): (r[1], r[2]) for r in _where_in_args(
             c, "SELECT record_key, next_ms, fired_ms FROM occurrences"
-               " WHERE schedule_id = ? AND record_key IN {in}", (schedule_id,), keys)}
-
-    def all_occurrence_rows(self, c: Conn, schedule_id: str, after: str | None,
-                            limit: int) -> dict[str, tuple[int | None, int | None]]:
-        rows = _all(c, "SELECT record_key, next_ms, fired_ms FROM occurrences"
-                       " WHERE schedule_id = ? AND record_key > ? ORDER BY record_key LIMIT ?",
-                    (schedule_id, after or "", limit))
-        return {str(r[0]): (r[1], r[2]) for r in rows}
+               " WHERE schedule_seq = ? AND record_key IN {in}", (seq,), keys)}
 
     def write_occurrences(self, c: Conn, schedule_id: str,
                           rows: Sequence[tuple[str, int | None, int | None]]) -> None:
         """Upsert (record key, pending occurrence, last fired) rows."""
-        if rows:
-            c.executemany(_OCC_UPSERT, [(schedule_id, k, n, f) for k, n, f in rows])
+        seq = self._seq(c, schedule_id)
+        if rows and seq is not None:
+            c.executemany(_OCC_UPSERT, [(seq, k, n, f) for k, n, f in rows])
 
     def delete_occurrences(self, c: Conn, schedule_id: str, keys: Sequence[str]) -> None:
-        if keys:
-            c.executemany("DELETE FROM occurrences WHERE schedule_id = ? AND record_key = ?",
-                          [(schedule_id, k) for k in keys])
+        seq = self._seq(c, schedule_id)
+        if keys and seq is not None:
+            c.executemany("DELETE FROM occurrences WHERE schedule_seq = ? AND record_key = ?",
+                          [(seq, k) for k in keys])
 
     def delete_schedule_occurrences(self, c: Conn, schedule_id: str) -> None:
-        c.execute("DELETE FROM occurrences WHERE schedule_id = ?", (schedule_id,))
+        seq = self._seq(c, schedule_id)
+        if seq is not None:
+            c.execute("DELETE FROM occurrences WHERE schedule_seq = ?", (seq,))
 
     def earliest_occurrence(self, c: Conn, schedule_id: str) -> int | None:
+        seq = self._seq(c, schedule_id)
+        if seq is None:
+            return None
         rows = _all(c, "SELECT min(next_ms) FROM occurrences INDEXED BY occurrences_due"
-                       " WHERE schedule_id = ? AND next_ms IS NOT NULL", (schedule_id,))
+                       " WHERE schedule_seq = ? AND next_ms IS NOT NULL", (seq,))
         return None if rows[0][0] is None else int(rows[0][0])
 
     def due_occurrences(self, c: Conn, schedule_id: str, now_ms: int,
                         limit: int) -> list[tuple[str, int]]:
         """(record key, occurrence) of a schedule's pending occurrences due by now, soonest
         first: a range of occurrences_due, as many rows as are claimed."""
+        seq = self._seq(c, schedule_id)
+        if seq is None:
+            return []
         rows = _all(c, "SELECT record_key, next_ms FROM occurrences INDEXED BY occurrences_due"
-                       " WHERE schedule_id = ? AND next_ms IS NOT NULL AND next_ms <= ?"
-                       " ORDER BY next_ms LIMIT ?", (schedule_id, now_ms, limit))
+                       " WHERE schedule_seq = ? AND next_ms IS NOT NULL AND next_ms <= ?"
+                       " ORDER BY next_ms LIMIT ?", (seq, now_ms, limit))
         return [(str(r[0]), int(r[1])) for r in rows]
 
     def pending_occurrences(self, c: Conn, schedule_id: str,
                             limit: int) -> list[tuple[str, int]]:
+        seq = self._seq(c, schedule_id)
+        if seq is None:
+            return []
         rows = _all(c, "SELECT record_key, next_ms FROM occurrences INDEXED BY occurrences_due"
-                       " WHERE schedule_id = ? AND next_ms IS NOT NULL"
-                       " ORDER BY next_ms, record_key LIMIT ?", (schedule_id, limit))
+                       " WHERE schedule_seq = ? AND next_ms IS NOT NULL"
+                       " ORDER BY next_ms, record_key LIMIT ?", (seq, limit))
         return [(str(r[0]), int(r[1])) for r in rows]
 
     def fire_occurrences(self, c: Conn, schedule_id: str,
                          items: Sequence[tuple[str, int]]) -> None:
         """Claimed: each (record key, occurrence) is no longer pending and is the last fired,
         compare-and-set on the pending instant."""
-        if items:
+        seq = self._seq(c, schedule_id)
+        if items and seq is not None:
             c.executemany("UPDATE occurrences SET next_ms = NULL, fired_ms = next_ms"
-                          " WHERE schedule_id = ? AND record_key = ? AND next_ms = ?",
-                          [(schedule_id, k, o) for k, o in items])
+                          " WHERE schedule_seq = ? AND record_key = ? AND next_ms = ?",
+                          [(seq, k, o) for k, o in items])
 
     def set_next_run(self, c: Conn, schedule_id: str, next_ms: int | None, now_ms: int) -> None:
         c.execute("UPDATE schedules SET next_run_ms = ? WHERE id = ?", (next_ms, schedule_id))

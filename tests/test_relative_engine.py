@@ -443,10 +443,10 @@ async def _cycle_steps(tmp_path: Path, n_records: int) -> int:
             ("early", "2027-01-10T09:00:00.000Z")]
         plan = await k.db.fetch_all(
             "EXPLAIN QUERY PLAN SELECT record_key, next_ms FROM occurrences INDEXED BY "
-            "occurrences_due WHERE schedule_id = ? AND next_ms IS NOT NULL AND next_ms <= ? "
-            "ORDER BY next_ms LIMIT ?", ("x", 0, 10))
-        assert any("USING COVERING INDEX occurrences_due (schedule_id=? AND next_ms" in r[-1]
-                   or "USING INDEX occurrences_due (schedule_id=? AND next_ms" in r[-1]
+            "occurrences_due WHERE schedule_seq = ? AND next_ms IS NOT NULL AND next_ms <= ? "
+            "ORDER BY next_ms LIMIT ?", (1, 0, 10))
+        assert any("USING COVERING INDEX occurrences_due (schedule_seq=? AND next_ms" in r[-1]
+                   or "USING INDEX occurrences_due (schedule_seq=? AND next_ms" in r[-1]
                    for r in plan), plan
         return steps[0] * 10
 
