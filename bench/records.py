@@ -65,6 +65,13 @@ def rss_kb(pid: int) -> int:
     return -1
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used: on a shared box, the daemon's own
+    cost, whatever else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def next_minute(lead_s: float) -> datetime:
     """The next whole minute at least lead_s from now (UTC)."""
     t = datetime.now(UTC) + timedelta(seconds=lead_s)
@@ -111,6 +118,7 @@ async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
                     "action_type": "webhook", "action_config": hook})
                 assert r.status_code == 201, r.text
             rss_before = rss_kb(proc.pid)
+            cpu0 = cpu_s(proc.pid)
             t0 = time.perf_counter()
             encode_s = 0.0
             for lo in range(0, n, BATCH):
@@ -121,7 +129,9 @@ async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
                                  content=body, headers={"Content-Type": "application/json"})
                 assert r.status_code == 200, r.text[:300]
             took = time.perf_counter() - t0
+            cpu = cpu_s(proc.pid) - cpu0
             out.update(import_s=round(took, 2), records_per_s=round(n / took),
+                       daemon_cpu_s=round(cpu, 2), records_per_daemon_cpu_s=round(n / cpu),
                        records_per_s_server=round(n / (took - encode_s)),
                        client_encode_s=round(encode_s, 2))
             r = await c.get(f"/v1/entity-definitions/{def_id}")
