@@ -702,7 +702,7 @@ class Store:
         return [(str(r[0]), _dec.decode(r[1])) for r in rows]
 
     # ------------------------------------------------------------------ occurrences
-    # Occurrence rows name their schedule by schedules.seq (migration 0006); the id -> seq
+    # Occurrence rows name their schedule by schedules.seq (migration 0007); the id -> seq
     # map is cached: a schedule's seq never changes and ids are never reused.
     def _seq(self, c: Conn, schedule_id: str) -> int | None:
         seq = self._seqs.get(schedule_id)
