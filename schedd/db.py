@@ -51,6 +51,8 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from schedd.errors import StorageUnavailable
+
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer schedd."""
@@ -65,6 +67,12 @@ WAL_BACKSTOP_PAGES = 10_000  # ~40 MB of WAL at 4 KiB pages
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # what a rewound WAL file is trimmed to
 
 log = logging.getLogger(__name__)
+
+# SQLite's primary result codes (extended code & 0xff) that mean "the storage refused this
+# write for now", not "this transaction is wrong": the same write can succeed later.
+_FAULT_CODES = {13: "full", 8: "readonly", 5: "locked", 6: "locked", 10: "io", 14: "io"}
+_FAULT_MESSAGES = (("disk is full", "full"), ("readonly database", "readonly"),
+                   ("is locked", "locked"), ("disk i/o error", "io"))
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -82,6 +90,18 @@ def migrations() -> list[tuple[int, str]]:
     if [v for v, _ in found] != list(range(1, len(found) + 1)):
         raise RuntimeError("migrations must be numbered 0001, 0002, ... without gaps")
     return found
+
+
+def fault_kind(exc: BaseException) -> str | None:
+    """The StorageUnavailable kind of a failed write ("full", "readonly", "locked", "io"),
+    or None when the error is not the storage's (a constraint, a bug)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _FAULT_CODES.get(code & 0xFF)
+    text = str(exc).lower()  # raised without a code (not by SQLite itself)
+    return next((kind for needle, kind in _FAULT_MESSAGES if needle in text), None)
 
 
 def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
@@ -290,6 +310,10 @@ class Database:
         self._reader: _Worker | None = None
         self._checkpointer: _Checkpointer | None = None
         self._writes = 0
+        # the storage fault of the last write, None once a write succeeded again; every
+        # failed write is handed to each listener (the engine counts it and wakes)
+        self.fault: StorageUnavailable | None = None
+        self.fault_listeners: list[Callable[[StorageUnavailable], None]] = []
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -369,12 +393,26 @@ class Database:
 
     async def write(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args,
                     **kwargs: P.kwargs) -> T:
-        """Run fn(conn, *args) as one write transaction on the writer thread; its result."""
+        """Run fn(conn, *args) as one write transaction on the writer thread; its result.
+        A write the storage refuses (disk full, read-only, locked past the busy timeout, an
+        I/O error) raises StorageUnavailable; nothing of it was kept."""
         w = self._worker(self._writer)
         conn = w.conn
         if conn is None:
             raise RuntimeError("database is not open")
-        return await w.call(lambda: fn(conn, *args, **kwargs), grouped=True)
+        try:
+            result = await w.call(lambda: fn(conn, *args, **kwargs), grouped=True)
+        except sqlite3.OperationalError as exc:
+            kind = fault_kind(exc)
+            if kind is None:
+                raise
+            fault = StorageUnavailable(kind, str(exc))
+            self.fault = fault
+            for listener in self.fault_listeners:
+                listener(fault)
+            raise fault from exc
+        self.fault = None
+        return result
 
     def _write_one(self, fn: Callable[[], T]) -> T:
         """On the writer thread: a unit alone in its transaction, then maybe a nudge to the

@@ -38,7 +38,7 @@ from schedd.backends import Runner
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.db import Conn
-from schedd.errors import Conflict, NotFound
+from schedd.errors import Conflict, NotFound, StorageUnavailable
 from schedd.metrics import Metrics
 from schedd.models import (
     FINISHED,
@@ -68,6 +68,8 @@ SLOW_WEBHOOK_MS = 1000
 #: At most this many webhook runs released from the count at once (each holds a task,
 #: and a connection when it got one: webhook_max_connections bounds those).
 MAX_RELEASED = 10_000
+FAULT_RETRY_CAP_S = 2.0  # longest pause between cycles while the database cannot be written
+FAULT_REMIND_S = 300.0  # while it lasts, the fault is logged again this often (not a flood)
 _FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
                 "next_attempt_run_id")
 _START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
@@ -195,6 +197,12 @@ class Engine:
         hook = getattr(runner, "set_wait_hook", None)
         if hook is not None:
             hook(self.release)
+        # while cycles fail because the database cannot be written: since when (monotonic),
+        # how many in a row, when it was last logged
+        self.fault_since: float | None = None
+        self._fault_cycles = 0
+        self._fault_logged: tuple[str, float] | None = None
+        self.db.fault_listeners.append(self._on_storage_fault)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
@@ -292,6 +300,16 @@ class Engine:
             try:
                 fx = await self._cycle(now, plan_wake=True)
                 failures = 0
+                if self.fault_since is not None:
+                    self._storage_recovered()
+            except StorageUnavailable as fault:
+                # the storage's, not ours: said once (see _storage_failed), tried again soon
+                # and often, since the cycle's work (claims, outcomes) waits for it
+                self._storage_failed(fault)
+                if self._closing:
+                    return
+                await asyncio.sleep(min(FAULT_RETRY_CAP_S, 0.05 * 2**self._fault_cycles))
+                continue
             except Exception:
                 failures += 1
                 log.exception("scheduler tick failed (%d in a row)", failures)
@@ -315,6 +333,38 @@ class Engine:
                 now + int(cap * 1000))
             await self.clock.sleep_until(self._planned_ms, self._wake, cap)
             self._planned_ms = None
+
+    # ------------------------------------------------------------------ storage faults
+    def _on_storage_fault(self, fault: StorageUnavailable) -> None:
+        """Any write the storage refused (the loop's or the API's): counted, and the loop
+        woken so that its next cycle notices, reports and retries until it can write."""
+        self.metrics.db_errors.labels(fault.kind).inc()
+        self._wake.set()
+
+    def _storage_failed(self, fault: StorageUnavailable) -> None:
+        now = self.clock.monotonic()
+        self._fault_cycles += 1
+        if self.fault_since is None:
+            self.fault_since = now
+        said = self._fault_logged
+        if said is None or said[0] != fault.kind:
+            log.error("the database cannot be written (%s: %s): nothing is claimed or "
+                      "recorded until it can; finished actions wait in memory; retrying "
+                      "every %.0f s", fault.kind, fault.message, FAULT_RETRY_CAP_S)
+        elif now - said[1] >= FAULT_REMIND_S:
+            log.error("the database still cannot be written (%s: %s) after %.0f s",
+                      fault.kind, fault.message, now - self.fault_since)
+        else:
+            return
+        self._fault_logged = (fault.kind, now)
+
+    def _storage_recovered(self) -> None:
+        since = self.fault_since if self.fault_since is not None else self.clock.monotonic()
+        log.warning("the database can be written again after %.1f s (%d failed cycle(s)); "
+                    "catching up", self.clock.monotonic() - since, self._fault_cycles)
+        self.fault_since = None
+        self._fault_cycles = 0
+        self._fault_logged = None
 
     # ------------------------------------------------------------------ one step
     async def tick(self, now: int) -> bool:
@@ -343,6 +393,11 @@ class Engine:
             except asyncio.CancelledError:
                 unit.add_done_callback(self._apply_late)
                 raise
+            except StorageUnavailable:
+                # nothing of the cycle was kept; its outcomes are recorded by the first
+                # cycle that can write (a write of their own would fail the same way)
+                self._done[:0] = done
+                raise
             except Exception:
                 if done:
                     await self._record_alone(done)
@@ -359,6 +414,9 @@ class Engine:
         fx = _Effects()
         try:
             await self.db.write(self._record_tx, done, fx)
+        except StorageUnavailable:
+            self._done[:0] = done  # kept for the first cycle that can write
+            return
         except Exception:
             log.exception("could not record %d run outcome(s)", len(done))
             return

@@ -37,3 +37,17 @@ class InvalidField(ScheddError):
 
 class ConfigError(ScheddError):
     """A bad configuration value; the message names the key."""
+
+
+class StorageUnavailable(ScheddError):
+    """The database cannot be written right now: the disk is full (kind "full"), the file or
+    its filesystem is read-only ("readonly"), another process holds the write lock longer
+    than the busy timeout ("locked") or the write failed at the OS level ("io"). Nothing of
+    the failed transaction was kept; the same request may be tried again later."""
+
+    KINDS = ("full", "readonly", "locked", "io")
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(f"the database cannot be written ({kind}): {message}")

@@ -43,6 +43,15 @@ class Metrics:
                              registry=r)
         self.loop_wake = Gauge("schedd_loop_last_wake_seconds_ago",
                                "Seconds since the scheduler loop last woke", registry=r)
+        self.db_errors = Counter("schedd_db_errors",
+                                 "Writes the storage refused, by kind: full (disk full), "
+                                 "readonly, locked (busy timeout), io", ["kind"], registry=r)
+        for kind in ("full", "readonly", "locked", "io"):
+            self.db_errors.labels(kind)  # present at 0 from the start, for alert rules
+        self.db_writable = Gauge("schedd_db_writable",
+                                 "1 when the last write succeeded, 0 while the database "
+                                 "cannot be written", registry=r)
+        self.db_writable.set(1)
 
         # labelled children, looked up once: labels() takes a lock and builds a key on every
         # call, and these two are counted for every run

@@ -826,6 +826,7 @@ class Services:
         for status in ScheduleStatus:
             m.schedules.labels(status.value).set(counts.get(status.value, 0))
         m.running.set(len(engine.inflight))
+        m.db_writable.set(0 if self.db.fault is not None else 1)
         for hook in self.metrics_hooks:
             await hook()
         _, info = engine.readiness()

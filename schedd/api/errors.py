@@ -12,7 +12,7 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
+from schedd.errors import Conflict, InvalidField, NotFound, StorageUnavailable, Unauthorized
 
 log = logging.getLogger("schedd.api")
 
@@ -132,6 +132,12 @@ def unicode_handler(request: Request[Any, Any, Any], exc: UnicodeError) -> Respo
                           "type": "json_invalid"}])
 
 
+def storage_handler(request: Request[Any, Any, Any], exc: StorageUnavailable) -> Response[Any]:
+    # Nothing of the request was kept; the daemon logged the fault once and /readyz says it.
+    return _detail(503, f"The database cannot be written right now ({exc.kind}); nothing was "
+                        "changed, try again later", {"Retry-After": "5"})
+
+
 def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _detail(500, "Internal Server Error")
@@ -144,6 +150,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     NotFound: not_found_handler,
     Conflict: conflict_handler,
     Unauthorized: unauthorized_handler,
+    StorageUnavailable: storage_handler,
     HTTPException: http_handler,
     RecursionError: recursion_handler,
     UnicodeDecodeError: unicode_handler,

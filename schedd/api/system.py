@@ -28,7 +28,8 @@ async def healthz() -> dict[str, str]:
                       "not working; the body says which", generate_examples=False),
 })
 async def readyz(request: R) -> Response[dict[str, Any]]:
-    """200 when the database answers and the scheduler loop is alive; 503 otherwise."""
+    """200 when the database answers and can be written and the scheduler loop is alive;
+    503 otherwise (while the last write failed: disk full, read-only, locked, I/O error)."""
     svc = services_of(request)
     info: dict[str, Any] = {}
     ok = True
@@ -38,6 +39,10 @@ async def readyz(request: R) -> Response[dict[str, Any]]:
     except Exception as exc:
         ok = False
         info["database"] = f"error: {type(exc).__name__}"
+    fault = svc.db.fault
+    if fault is not None and ok:
+        ok = False
+        info["database"] = f"not writable ({fault.kind}): {fault.message}"
     readiness = getattr(request.app.state, "readiness", None)
     if readiness is not None:
         loop_ok, loop_info = readiness()
