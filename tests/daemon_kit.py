@@ -69,10 +69,14 @@ class DaemonError(RuntimeError):
 
 class Daemon:
     def __init__(self, workdir: Path, *, env: dict[str, str] | None = None,
-                 db_name: str = "schedd.db") -> None:
+                 db_name: str = "schedd.db", db_dir: Path | None = None,
+                 launcher: list[str] | None = None) -> None:
+        """db_dir: where the database lives (default workdir), e.g. a small tmpfs.
+        launcher: what runs the CLI instead of `python -m schedd` (tests/shifted_clock.py)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db = self.workdir / db_name
+        self.db = Path(db_dir or self.workdir) / db_name
+        self.launcher = launcher or [sys.executable, "-m", "schedd"]
         self.key_path = Path(str(self.db) + ".key")
         self.stderr_path = self.workdir / "daemon.stderr.log"
         self.env = {**FAST_ENV, **(env or {})}
@@ -127,7 +131,7 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDD_")}
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [sys.executable, "-m", "schedd", "serve", "--db", str(self.db),
+        argv = [*self.launcher, "serve", "--db", str(self.db),
                 "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.stderr_path, "ab") as log:  # the child keeps its own descriptor
             log.write(f"===== start #{self.starts} on port {self.port} "
