@@ -301,6 +301,11 @@ def _in_tx(conn: Conn, fn: Callable[[], T]) -> T:
     return result
 
 
+def _rewrite_header(conn: Conn) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    conn.execute(f"PRAGMA user_version = {version}")  # same value, but page 1 is written
+
+
 class Database:
     """Owns the writer and the reader; close() (or `async with`) closes both."""
 
@@ -310,8 +315,9 @@ class Database:
         self._reader: _Worker | None = None
         self._checkpointer: _Checkpointer | None = None
         self._writes = 0
-        # the storage fault of the last write, None once a write succeeded again; every
-        # failed write is handed to each listener (the engine counts it and wakes)
+        # the storage fault of the last failed write, None again once a write that changed
+        # something (or probe_write) committed; every failed write is handed to each
+        # listener (the engine counts it and wakes)
         self.fault: StorageUnavailable | None = None
         self.fault_listeners: list[Callable[[StorageUnavailable], None]] = []
 
@@ -400,8 +406,14 @@ class Database:
         conn = w.conn
         if conn is None:
             raise RuntimeError("database is not open")
+
+        def unit() -> tuple[T, bool]:
+            before = conn.total_changes
+            result = fn(conn, *args, **kwargs)  # in its transaction (or a group's savepoint)
+            return result, conn.total_changes != before
+
         try:
-            result = await w.call(lambda: fn(conn, *args, **kwargs), grouped=True)
+            result, wrote = await w.call(unit, grouped=True)
         except sqlite3.OperationalError as exc:
             kind = fault_kind(exc)
             if kind is None:
@@ -411,8 +423,15 @@ class Database:
             for listener in self.fault_listeners:
                 listener(fault)
             raise fault from exc
-        self.fault = None
+        if wrote:  # a transaction that wrote nothing proves nothing about the storage
+            self.fault = None
         return result
+
+    async def probe_write(self) -> None:
+        """One small real write (the header page rewritten with the same user_version):
+        StorageUnavailable while the storage still refuses, otherwise the fault is over."""
+        await self.write(_rewrite_header)
+        self.fault = None
 
     def _write_one(self, fn: Callable[[], T]) -> T:
         """On the writer thread: a unit alone in its transaction, then maybe a nudge to the

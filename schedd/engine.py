@@ -299,6 +299,11 @@ class Engine:
             self.last_wake_mono = self.clock.monotonic()
             try:
                 fx = await self._cycle(now, plan_wake=True)
+                if self.db.fault is not None:
+                    # a write failed (this loop's or the API's) and none has succeeded
+                    # since (a cycle with nothing to write proves nothing): try one, so
+                    # that recovery is noticed without waiting for work to come due
+                    await self.db.probe_write()
                 failures = 0
                 if self.fault_since is not None:
                     self._storage_recovered()

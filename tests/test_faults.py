@@ -159,6 +159,43 @@ async def test_the_loop_logs_one_line_backs_off_and_recovers(
         assert [hhmm(r.scheduled_for_ms) for r in runs] == ["09:01", "09:02", "09:03"]
 
 
+async def test_a_refused_api_write_makes_the_idle_loop_probe_until_it_can_write(
+        tmp_path: Path, short_busy_timeout: None, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing is due, so no cycle of the loop would write: the fault an API write met is
+    # still noticed, reported once and seen to end, by the loop's probe write.
+    monkeypatch.setattr(engmod, "FAULT_RETRY_CAP_S", 0.2)
+    t = ms("2026-11-22T09:00:00Z")
+    caplog.set_level(logging.INFO, logger="schedd")
+    async with kit(tmp_path, t) as k:
+        await k.create(schedule_expression="1h")
+        await k.engine.start()
+        await until(lambda: bool(k.clock.sleeps))
+        with Locker(k.settings.db):
+            with pytest.raises(StorageUnavailable):
+                await k.create(schedule_expression="1h")
+            await until(lambda: errors_of(k, "locked") >= 3, timeout=10)
+            assert k.engine.fault_since is not None and k.db.fault is not None
+        await until(lambda: k.db.fault is None and k.engine.fault_since is None, timeout=10)
+        await k.engine.stop(1)
+        lines = [r.getMessage() for r in caplog.records if r.name == "schedd.engine"]
+        assert len([m for m in lines if "cannot be written (locked" in m]) == 1
+        assert len([m for m in lines if "can be written again" in m]) == 1
+
+
+async def test_only_a_write_that_wrote_ends_a_fault(tmp_path: Path) -> None:
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        k.db.fault = StorageUnavailable("full", "database or disk is full")
+        await k.db.write(lambda c: c.execute("SELECT 1").fetchone())
+        assert k.db.fault is not None  # an empty transaction proves nothing
+        await k.create(schedule_expression="1h")
+        assert k.db.fault is None
+        k.db.fault = StorageUnavailable("full", "database or disk is full")
+        await k.db.probe_write()
+        assert k.db.fault is None
+
+
 async def test_a_bug_in_the_cycle_is_not_a_storage_fault(tmp_path: Path) -> None:
     t = ms("2026-11-22T09:00:00Z")
     async with kit(tmp_path, t) as k:
