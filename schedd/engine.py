@@ -70,6 +70,7 @@ SLOW_WEBHOOK_MS = 1000
 MAX_RELEASED = 10_000
 FAULT_RETRY_CAP_S = 2.0  # longest pause between cycles while the database cannot be written
 FAULT_REMIND_S = 300.0  # while it lasts, the fault is logged again this often (not a flood)
+FAULT_QUIET_S = 60.0  # a fault of the same kind back this soon after its last line: not logged
 _FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
                 "next_attempt_run_id")
 _START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
@@ -201,7 +202,8 @@ class Engine:
         # how many in a row, when it was last logged
         self.fault_since: float | None = None
         self._fault_cycles = 0
-        self._fault_logged: tuple[str, float] | None = None
+        self._fault_logged: tuple[str, float] | None = None  # kind, when its line was written
+        self._fault_said = False  # this fault's start was logged (so its end is too)
         self.db.fault_listeners.append(self._on_storage_fault)
 
     # ------------------------------------------------------------------ lifecycle
@@ -352,24 +354,30 @@ class Engine:
         if self.fault_since is None:
             self.fault_since = now
         said = self._fault_logged
-        if said is None or said[0] != fault.kind:
+        if said is None or said[0] != fault.kind or (
+                not self._fault_said and now - said[1] >= FAULT_QUIET_S):
+            # a new fault; one that comes and goes (a nearly full disk, where some writes
+            # still fit) is said once a minute at most: /readyz and the metrics show each
             log.error("the database cannot be written (%s: %s): nothing is claimed or "
                       "recorded until it can; finished actions wait in memory; retrying "
                       "every %.0f s", fault.kind, fault.message, FAULT_RETRY_CAP_S)
-        elif now - said[1] >= FAULT_REMIND_S:
+        elif self._fault_said and now - said[1] >= FAULT_REMIND_S:
             log.error("the database still cannot be written (%s: %s) after %.0f s",
                       fault.kind, fault.message, now - self.fault_since)
         else:
             return
         self._fault_logged = (fault.kind, now)
+        self._fault_said = True
 
     def _storage_recovered(self) -> None:
         since = self.fault_since if self.fault_since is not None else self.clock.monotonic()
-        log.warning("the database can be written again after %.1f s (%d failed cycle(s)); "
-                    "catching up", self.clock.monotonic() - since, self._fault_cycles)
+        if self._fault_said:
+            log.warning("the database can be written again after %.1f s (%d failed "
+                        "cycle(s)); catching up", self.clock.monotonic() - since,
+                        self._fault_cycles)
         self.fault_since = None
         self._fault_cycles = 0
-        self._fault_logged = None
+        self._fault_said = False
 
     # ------------------------------------------------------------------ one step
     async def tick(self, now: int) -> bool:

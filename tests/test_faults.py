@@ -196,6 +196,40 @@ async def test_only_a_write_that_wrote_ends_a_fault(tmp_path: Path) -> None:
         assert k.db.fault is None
 
 
+async def test_a_fault_that_comes_and_goes_is_logged_once_a_minute_at_most(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a nearly full disk: some writes still fit, so the fault flaps; the log does not
+    t = ms("2026-11-22T09:00:00Z")
+    caplog.set_level(logging.INFO, logger="schedd")
+    full = StorageUnavailable("full", "database or disk is full")
+    async with kit(tmp_path, t) as k:
+        e = k.engine
+
+        def lines() -> list[str]:
+            return [("down" if "cannot" in r.getMessage() else "up") for r in caplog.records
+                    if "written" in r.getMessage()]
+
+        e._storage_failed(full)
+        e._storage_failed(full)
+        e._storage_recovered()
+        assert lines() == ["down", "up"]
+        for _ in range(5):  # every 10 s for 50 s: silent
+            k.clock.advance(10_000)
+            e._storage_failed(full)
+            e._storage_recovered()
+        assert lines() == ["down", "up"]
+        k.clock.advance(15_000)  # 65 s after the last line
+        e._storage_failed(full)
+        assert lines() == ["down", "up", "down"]
+        e._storage_failed(StorageUnavailable("locked", "database is locked"))
+        assert lines() == ["down", "up", "down", "down"]  # another kind: said at once
+        k.clock.advance(int(engmod.FAULT_REMIND_S * 1000))
+        e._storage_failed(StorageUnavailable("locked", "database is locked"))
+        assert "still cannot be written" in caplog.records[-1].getMessage()
+        e._storage_recovered()
+        assert lines()[-1] == "up"
+
+
 async def test_a_bug_in_the_cycle_is_not_a_storage_fault(tmp_path: Path) -> None:
     t = ms("2026-11-22T09:00:00Z")
     async with kit(tmp_path, t) as k:
