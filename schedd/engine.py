@@ -443,6 +443,11 @@ class Engine:
                   inflight: int, plan_wake: bool) -> _Effects:
         """The cycle's transaction, on the writer thread. Touches no asyncio object: what
         the loop must do afterwards goes into the returned _Effects."""
+        if plan_wake:
+            # the loop's cycle may have waited for the write lock (another process holding
+            # it, a group ahead of it): what is due, whether it is late, and the instant a
+            # run starts are decided when the transaction runs, not when it was queued
+            now = max(now, self.clock.now_ms())
         fx = _Effects()
         if done:
             self._record_tx(c, done, fx)

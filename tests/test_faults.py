@@ -159,6 +159,31 @@ async def test_the_loop_logs_one_line_backs_off_and_recovers(
         assert [hhmm(r.scheduled_for_ms) for r in runs] == ["09:01", "09:02", "09:03"]
 
 
+async def test_a_cycle_that_waited_for_the_lock_decides_at_the_instant_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop's cycle for 09:01 waits for a lock another process holds; meanwhile wall
+    # time reaches 09:01:30. The run it claims once the lock is released started 30 s
+    # late, as a catch-up: not "on time at 09:01".
+    monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_MS", 10_000)
+    t = ms("2026-11-22T09:00:00Z")
+    async with kit(tmp_path, t) as k:
+        s = await k.create(schedule_expression="1m")
+        await k.engine.start()
+        await until(lambda: bool(k.clock.sleeps))
+        with Locker(k.settings.db):
+            ticks = k.engine.ticks
+            k.clock.set(t + MIN)
+            await until(lambda: k.engine.ticks > ticks)  # its cycle waits for the lock
+            await asyncio.sleep(0.2)
+            k.clock.set(t + MIN + 30_000)
+        await until(lambda: len(k.runner.calls) == 1)
+        await k.engine.stop(1)
+        [run] = await k.runs(s.id)
+        assert run.scheduled_for_ms == t + MIN
+        assert run.started_ms == t + MIN + 30_000
+        assert run.trigger_type.value == "catchup"
+
+
 async def test_a_refused_api_write_makes_the_idle_loop_probe_until_it_can_write(
         tmp_path: Path, short_busy_timeout: None, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
