@@ -217,8 +217,10 @@ async def test_disk_full_then_space_comes_back(tmp_path: Path, sink: Sink) -> No
             await sink.wait_until(lambda k: any(q.path == "/slow" and q.answered
                                                 for q in k.requests), 10, "slow answered")
             n_during = len(sink.requests)
-            await asyncio.sleep(2)  # nothing can be claimed meanwhile: nothing fires
+            quiet_from = int(time.time() * 1000)
+            await asyncio.sleep(3)  # nothing can be claimed meanwhile: nothing fires
             assert len(sink.requests) == n_during
+            quiet_to = int(time.time() * 1000)
 
             filler.unlink()
             await poll(lambda: readyz(d), lambda v: v[0] == 200, 15, "/readyz 200 again")
@@ -245,9 +247,13 @@ async def test_disk_full_then_space_comes_back(tmp_path: Path, sink: Sink) -> No
             # 0 window recorded them as missed; each occurrence once either way
             fired = assert_each_occurrence_once(runs_keep, 1000)
             assert_each_occurrence_once(runs_drop, 1000)
-            assert len([r for r in runs_keep if r["trigger_type"] == "catchup"]) >= 3
+            # due while nothing fired (some writes still fit in a nearly full WAL, so
+            # only this stretch is sure to have claimed nothing): fired late, catch-up
+            late = [r for r in runs_keep if r["attempt"] == 1
+                    and quiet_from < ms(r["scheduled_for"]) < quiet_to - 1200]
+            assert late and all(r["trigger_type"] == "catchup" for r in late)
             missed = [r for r in runs_drop if r["error_code"] == "missed"]
-            assert sum(r["result"]["missed_count"] for r in missed) >= 3
+            assert sum(r["result"]["missed_count"] for r in missed) >= 1
             # no gap from before the disk filled to after it was freed
             assert fired[0] < full_from and fired[-1] >= back_at - 1000
             assert_sink_once(sink, runs_keep, "/keep")
