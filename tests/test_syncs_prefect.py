@@ -292,7 +292,7 @@ async def test_a_prefect_server_down_or_hanging_fails_runs_clearly_and_never_sta
     assert after - before >= 1  # the every-second schedule kept firing meanwhile
 
 
-async def test_sigkill_a_flow_run_started_before_is_polled_after_restart_not_started_twice(
+async def test_sigkill_or_sigterm_a_flow_run_started_before_is_polled_after_restart_not_twice(
     tmp_path: Path, prefect: Prefect, prefect_api: str, deployment: str
 ) -> None:
     async with Daemon(tmp_path / "k") as d:
@@ -334,5 +334,19 @@ async def test_sigkill_a_flow_run_started_before_is_polled_after_restart_not_sta
         await poll(lambda: sync_run(d, run2["id"]), lambda r: r["status"] == "succeeded", 15,
                    "the second resumed run to succeed")
         assert len(await prefect.runs_of(deployment, run2["id"])) == 1
-        code = await d.stop()
-        assert code == 0
+        # SIGTERM: schedd stops polling at once (nothing cancelled in Prefect), and polls
+        # the same flow run after the next start
+        run3 = await started(d, (await d.post(f"{BASE}/{s['id']}/trigger")).json()["id"])
+        assert await d.stop() == 0
+        assert (await prefect.flow_run(run3["backendRunRef"]))["state_type"] == "SCHEDULED"
+        await d.start()
+        await prefect.set_state(run3["backendRunRef"], "PENDING")
+        await prefect.set_state(run3["backendRunRef"], "RUNNING")
+        await prefect.set_state(run3["backendRunRef"], "COMPLETED")
+        done3 = await poll(lambda: sync_run(d, run3["id"]),
+                           lambda r: r["status"] == "succeeded", 15,
+                           "the run resumed after SIGTERM to succeed")
+        assert done3["attemptNumber"] == 1 and done3["error"] is None
+        assert len(await prefect.runs_of(deployment, run3["id"])) == 1
+        assert (await d.get(f"{BASE}/{s['id']}/runs")).json()["total"] == 3
+        assert await d.stop() == 0
