@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 BASE = "/api/v1/syncs"
 CONN = "84b500d7-71c8-4b1f-adf4-f1eb0000973d"
 VENV = Path(os.environ.get("SCHEDD_PREFECT_VENV", "/opt/schedd-prefect"))
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 180  # a loaded CI box; ~15 s when quiet
 
 
 @pytest.fixture(scope="session")
@@ -44,40 +44,58 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         print(f"SKIPPED: {reason}")
         pytest.skip(reason)
     home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({
         "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
     })
-    log = open(home / "server.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([str(exe), "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port)], env=env, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=log, start_new_session=True)
-    api = f"http://127.0.0.1:{port}/api"
+    log_path = home / "server.log"
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not start within "
-                                   f"{START_TIMEOUT_S} s")
-            time.sleep(0.3)
+        # a free port can be taken by someone else before the server binds it: then the
+        # server exits at once, and another port is tried
+        for _ in range(3):
+            port = free_port()
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [str(exe), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True)
+            api = f"http://127.0.0.1:{port}/api"
+            if _wait_healthy(proc, api, log_path):
+                break
+        else:
+            raise RuntimeError(f"prefect server did not start: {_tail(log_path)}")
         yield api
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(5)
-        log.close()
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(5)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], api: str, log_path: Path) -> bool:
+    """True once the server answers /health; False when it exited (try another port)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return True
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"prefect server did not answer within {START_TIMEOUT_S} s: "
+                               f"{_tail(log_path)}")
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")
