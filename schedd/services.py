@@ -49,6 +49,9 @@ KEY_TOUCH_INTERVAL_MS = 60_000
 AUTH_CACHE_S = 5.0
 AUTH_CACHE_MAX = 10_000
 PAUSED_MANUAL = "manual"
+#: paused_reason of a sync's schedule held paused by the sync (schedd/syncs.py): its
+#: status and trigger mode decide whether it fires, not /v1's resume
+PAUSED_BY_SYNC = "sync_"
 # The health page looks at the tenant's newest runs of the last hour, at most this many.
 HEALTH_RUN_SAMPLE = 10_000
 
@@ -643,6 +646,13 @@ class Services:
         s.last_error = None
 
     def _resumed(self, s: Schedule) -> None:
+        reason = s.paused_reason or ""
+        if reason.startswith(PAUSED_BY_SYNC):
+            # a draft, paused, archived or unscheduled sync: resuming its schedule here
+            # would fire it (on a placeholder timing when it has no schedule) while the
+            # sync still says it does not
+            raise Conflict(f"This schedule belongs to a sync that holds it paused "
+                           f"({reason}); change the sync with PATCH /api/v1/syncs/{s.id}")
         s.status = ScheduleStatus.active
         s.paused_reason = None
         s.consecutive_failures = 0

@@ -271,6 +271,27 @@ async def test_status_and_trigger_mode_decide_whether_the_schedule_fires(api: Ap
     assert (await api.get(f"{BASE}/{s['id']}")).json()["name"] == "renamed"  # unchanged
 
 
+async def test_v1_cannot_resume_a_schedule_its_sync_holds_paused(api: Api) -> None:
+    """A draft (or manual, paused, archived) sync's schedule is paused by the sync; /v1's
+    resume or status update must not make it fire (on a placeholder timing, for a sync
+    without a schedule) while the sync still says draft."""
+    s = await create(api, executionConfig=NOOP)  # draft, manual, no schedule
+    sched = f"/v1/schedules/{s['id']}"
+    r = await api.post(f"{sched}/resume")
+    assert r.status_code == 409 and "PATCH /api/v1/syncs/" in r.json()["detail"], r.text
+    r = await api.put(sched, json={"status": "active"})
+    assert r.status_code == 409, r.text
+    got = (await api.get(sched)).json()
+    assert (got["status"], got["paused_reason"]) == ("paused", "sync_draft")
+    # pausing and resuming an active scheduled sync through /v1 still works
+    r = await api.patch(f"{BASE}/{s['id']}", json={
+        "status": "active", "triggerMode": "scheduled",
+        "schedule": {"scheduleType": "interval", "scheduleExpression": "15m"}})
+    assert r.status_code == 200, r.text
+    assert (await api.post(f"{sched}/pause")).json()["status"] == "paused"
+    assert (await api.post(f"{sched}/resume")).json()["status"] == "active"
+
+
 async def test_delete_sync(api: Api) -> None:
     s = await create(api, executionConfig=NOOP)
     r = await api.delete(f"{BASE}/{s['id']}")
