@@ -718,6 +718,10 @@ class Services:
 
     async def trigger_schedule(self, tenant_id: str, schedule_id: str) -> Run:
         s = await self.get_schedule(tenant_id, schedule_id)
+        if s.paused_reason == f"{PAUSED_BY_SYNC}archived":
+            # as POST /api/v1/syncs/{id}/trigger: an archived sync does not run
+            raise Conflict("This schedule belongs to an archived sync; it cannot be "
+                           "triggered")
         return await self._engine().trigger(s)
 
     async def occurrences(self, tenant_id: str, schedule_id: str,

@@ -271,7 +271,7 @@ async def test_status_and_trigger_mode_decide_whether_the_schedule_fires(api: Ap
     assert (await api.get(f"{BASE}/{s['id']}")).json()["name"] == "renamed"  # unchanged
 
 
-async def test_v1_cannot_resume_a_schedule_its_sync_holds_paused(api: Api) -> None:
+async def test_v1_cannot_resume_or_trigger_what_its_sync_holds(api: Api) -> None:
     """A draft (or manual, paused, archived) sync's schedule is paused by the sync; /v1's
     resume or status update must not make it fire (on a placeholder timing, for a sync
     without a schedule) while the sync still says draft."""
@@ -290,6 +290,13 @@ async def test_v1_cannot_resume_a_schedule_its_sync_holds_paused(api: Api) -> No
     assert r.status_code == 200, r.text
     assert (await api.post(f"{sched}/pause")).json()["status"] == "paused"
     assert (await api.post(f"{sched}/resume")).json()["status"] == "active"
+    # an archived sync does not run, whichever API asks
+    r = await api.patch(f"{BASE}/{s['id']}", json={"status": "archived"})
+    assert r.status_code == 200, r.text
+    assert (await api.post(f"{BASE}/{s['id']}/trigger")).status_code == 409
+    r = await api.post(f"{sched}/trigger")
+    assert r.status_code == 409 and "archived" in r.json()["detail"], r.text
+    assert (await api.get(f"{BASE}/{s['id']}/runs")).json()["total"] == 0
 
 
 async def test_delete_sync(api: Api) -> None:
