@@ -7,6 +7,7 @@ example file and the docs are checked against this declaration by the tests.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,8 +31,13 @@ WEBHOOK_DENY_NETWORKS_DEFAULT: tuple[str, ...] = (
 _LIST_FIELDS = frozenset({"webhook_deny_networks"})
 
 
-def _m(section: str, doc: str, **kw: Any) -> Meta:
-    return Meta(extra={"section": section, "doc": doc}, **kw)
+def _m(section: str, doc: str, key: str | None = None, **kw: Any) -> Meta:
+    """A setting's TOML place: `section` (dotted for a sub-table, "compat.kragle") and
+    `key` in it (default: the field's name, which is also its SCHEDD_<NAME> variable)."""
+    extra = {"section": section, "doc": doc}
+    if key is not None:
+        extra["key"] = key
+    return Meta(extra=extra, **kw)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -95,6 +101,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str, _m("compat", "a directory of provider catalog JSON files that add to or replace"
                 " the shipped ones (empty: none)")
     ] = ""
+    # [compat]: the Actions API (seed 002, docs/compat.md)
+    compat_actions: Annotated[
+        bool, _m("compat", "serve the Actions API (seed 002) under /v1/orgs/...", key="actions")
+    ] = True
+    compat_endpoints: Annotated[
+        dict[str, str],
+        _m("compat", "Actions API endpoint_id -> webhook URL; unmapped endpoints are worker"
+           " queues", key="endpoints"),
+    ] = msgspec.field(default_factory=dict)
+    # [compat.kragle] (`[compat] kragle = false` is accepted as a shorthand for enabled)
+    kragle_enabled: Annotated[
+        bool, _m("compat.kragle", "serve the Kragle schedules API (seed 003) under /kragle",
+                 key="enabled")
+    ] = True
+    kragle_public_read: Annotated[
+        bool, _m("compat.kragle", "serve the Kragle GETs without a key (tenant below)",
+                 key="public_read")
+    ] = False
+    kragle_tenant: Annotated[
+        str, _m("compat.kragle", "the tenant whose schedules public Kragle GETs show",
+                key="tenant", min_length=1)
+    ] = "default"
     # [console]
     console_enabled: Annotated[
         bool, _m("console", "serve the web console at /ui (sign in with an API key)")
@@ -125,23 +153,51 @@ def field_info() -> dict[str, tuple[str, str, Any]]:
         t = f.type
         if isinstance(t, msgspec.inspect.Metadata):
             extra = t.extra or {}
-        out[f.name] = (extra.get("section", ""), extra.get("doc", ""), f.default)
+        default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+        out[f.name] = (extra.get("section", ""), extra.get("doc", ""), default)
+    return out
+
+
+def toml_keys() -> dict[str, str]:
+    """name -> its key inside its TOML section (the name unless declared otherwise)."""
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    out: dict[str, str] = {}
+    for f in info.fields:
+        extra = f.type.extra or {} if isinstance(f.type, msgspec.inspect.Metadata) else {}
+        out[f.name] = extra.get("key", f.name)
     return out
 
 
 def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    sections = {s for s, _, _ in field_info().values()}
+    """TOML tables -> {field name: value}. Sections may be dotted ([compat.kragle]); a bool
+    given where a section with an `enabled` key is expected (`[compat] kragle = false`)
+    sets that key, since TOML cannot hold both `kragle = ...` and a [compat.kragle] table."""
+    info = field_info()
+    keys = toml_keys()
+    by_place = {(info[n][0], keys[n]): n for n in FIELDS}
+    sections = {info[n][0] for n in FIELDS}
+    where = {keys[n]: info[n][0] for n in FIELDS}
     flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            if key not in sections:
+
+    def walk(table: Mapping[str, Any], path: str) -> None:
+        for key, value in table.items():
+            sub = f"{path}.{key}" if path else key
+            name = by_place.get((path, key))
+            if name is not None:
+                flat[name] = value
+            elif isinstance(value, dict) and sub in sections:
+                walk(value, sub)
+            elif isinstance(value, bool) and (sub, "enabled") in by_place:
+                flat[by_place[(sub, "enabled")]] = value
+            elif not path:
                 raise ConfigError(f"{source}: unknown section [{key}]")
-            for k, v in value.items():
-                flat[k] = v
-                if k in FIELDS and field_info()[k][0] != key:
-                    raise ConfigError(f"{source}: {k} belongs in [{field_info()[k][0]}]")
-        else:
-            flat[key] = value
+            elif key in where and where[key] != path:
+                raise ConfigError(f"{source}: {key} belongs in [{where[key]}]")
+            else:
+                raise ConfigError(f"{source}: unknown setting {key!r}")
+
+    walk(data, "")
     return flat
 
 
@@ -152,6 +208,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if raw is not None:
             out[name] = ([v.strip() for v in raw.split(",") if v.strip()]
                          if name in _LIST_FIELDS else raw)
+            if isinstance(field_info()[name][2], dict):  # a table: given as a JSON object
+                try:
+                    out[name] = json.loads(raw)
+                except ValueError:
+                    raise ConfigError(f"SCHEDD_{name.upper()}: not a JSON object") from None
     return out
 
 
@@ -220,12 +281,13 @@ def render_example() -> str:
         "# Precedence: command-line flags > SCHEDD_<KEY> environment variables > this file.",
     ]
     current = None
+    keys = toml_keys()
     for name, (section, doc, default) in field_info().items():
         if section != current:
             lines += ["", f"[{section}]"]
             current = section
         lines.append(f"# {doc}")
-        lines.append(f"{name} = {_toml_value(default)}")
+        lines.append(f"{keys[name]} = {_toml_value(default)}")
     return "\n".join(lines) + "\n"
 
 
@@ -236,4 +298,6 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)

@@ -121,10 +121,11 @@ def build_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             yield
 
     if not settings.console_enabled:
-        return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled)
+        return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled,
+                          settings=settings)
     return create_app(None, lifespan=[lifespan], syncs=settings.syncs_enabled,
                       extra_routes=console.route_handlers(),
-                      template_config=console.template_config())
+                      template_config=console.template_config(), settings=settings)
 
 
 async def serve(settings: Settings) -> int:

@@ -120,15 +120,36 @@ def missed_note(s: Schedule, first: int, last: int, count: int) -> tuple[str, tu
             (s.id, count, timing.format_ms(first), timing.format_ms(last)))
 
 
-def context_for(run: Run, s: Schedule, record: dict[str, Any] | None = None) -> RunContext:
+def merge_config(base: Any, patch: Any) -> Any:
+    """`patch` merged over `base`: objects merge key by key, recursively; any other value
+    (a list, a string, null) replaces what was there. Neither argument is changed."""
+    if not isinstance(base, dict) or not isinstance(patch, dict):
+        return patch
+    out = dict(base)
+    for key, value in patch.items():
+        out[key] = merge_config(base.get(key), value) if key in base else value
+    return out
+
+
+def config_of(run: Run, s: Schedule) -> dict[str, Any]:
+    """The action config a run uses: the schedule's, with the run's trigger patch merged."""
+    if run.config_patch is None:
+        return s.action_config
+    merged: dict[str, Any] = merge_config(s.action_config, run.config_patch)
+    return merged
+
+
+def context_for(run: Run, s: Schedule, record: dict[str, Any] | None = None,
+                config: dict[str, Any] | None = None) -> RunContext:
     """What the action of `run` may know; `record` is the data of its record (relative
-    schedules), as it is when the run starts."""
+    schedules), as it is when the run starts; `config` the action config it runs with
+    (default the schedule's)."""
     return RunContext(
         run_id=run.id, schedule_id=s.id, schedule_name=s.name, attempt=run.attempt,
         scheduled_for=timing.format_ms(run.scheduled_for_ms),
         triggered_at=timing.format_ms(run.triggered_ms),
         trigger_type=run.trigger_type,
-        payload=s.action_config.get("payload"),
+        payload=(s.action_config if config is None else config).get("payload"),
         attempt_root_run_id=run.attempt_root_run_id,
         record_key=run.record_key,
         record=record,
@@ -757,8 +778,9 @@ class Engine:
         record = None
         if run.record_key is not None:
             record = (records or {}).get((s.id, run.record_key))
-        return self.runner.prepare(run.action_type, s.action_config,
-                                   context_for(run, s, record))
+        config = config_of(run, s)
+        return self.runner.prepare(run.action_type, config,
+                                   context_for(run, s, record, config))
 
     def _missed(self, s: Schedule, first: int, last: int, count: int, now: int,
                 fx: _Effects) -> Run:
@@ -917,6 +939,7 @@ class Engine:
             attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,
             previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
             record_key=run.record_key,
+            config_patch=run.config_patch,
         )
 
     def _log_run(self, run: Run) -> None:
@@ -982,13 +1005,16 @@ class Engine:
             ], fx)
 
     # ------------------------------------------------------------------ manual operations
-    async def trigger(self, s: Schedule, *, also: AlsoTx | None = None) -> Run:
+    async def trigger(self, s: Schedule, *, also: AlsoTx | None = None,
+                      config_patch: dict[str, Any] | None = None) -> Run:
         """A manual run now, regardless of next_run_at and overlap; next_run_at stays.
         `also(c, run)` runs in the same transaction, before the insert (a caller's own
-        rows about the run, or its resolved payload)."""
+        rows about the run, or its resolved payload). `config_patch` (already validated
+        merged over the config) changes the action's config for this run and its retries."""
         now = self.clock.now_ms()
         run = _new_run(s, occurrence_ms=now, due_ms=now, now_ms=now, trigger=TriggerType.manual,
                        status=RunStatus.pending, manual=True)
+        run.config_patch = config_patch
         if run.queue is not None:
             run.resolved_payload = self._prepare(run, s).resolved
 
@@ -1090,6 +1116,7 @@ class Engine:
                 attempt=run.attempt + 1, attempt_root_run_id=run.attempt_root_run_id,
                 previous_attempt_run_id=run.id, action_type=run.action_type, queue=run.queue,
                 record_key=run.record_key,
+                config_patch=run.config_patch,
             )
             if new.queue is not None:
                 recs = self._records_of(c, {s.id: s}, [new])

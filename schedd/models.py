@@ -177,6 +177,8 @@ class Run(msgspec.Struct, kw_only=True):
     cancel_requested_ms: int | None = None
     cancel_reason: str | None = None
     record_key: str | None = None  # runs of a relative schedule: the record's key
+    # a manual trigger's change to the action config, merged over it for this chain
+    config_patch: Any = None
 
 
 class EntityDefinition(msgspec.Struct, kw_only=True):
@@ -203,6 +205,25 @@ class Occurrence(msgspec.Struct, kw_only=True):
     record_key: str | None
     scheduled_for_ms: int
     due_ms: int
+
+
+class ScheduleExt(msgspec.Struct, kw_only=True):
+    """What a compatibility router keeps beside a schedule (table schedule_ext): which API
+    made it (`kind`), where it lives in that API (`scope`), and its own fields (`data`)."""
+
+    kind: str
+    scope: str = ""
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class RunTally(msgspec.Struct, kw_only=True):
+    """Exact counts over a schedule's recorded runs (every attempt is a run)."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+    last_root_run_id: str | None = None
 
 
 class ApiKey(msgspec.Struct, kw_only=True):

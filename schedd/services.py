@@ -7,6 +7,8 @@ write through the store in one transaction per use case.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import secrets
@@ -19,7 +21,7 @@ from schedd import action_config, auth, planning, timing
 from schedd.clock import Clock
 from schedd.config import Settings
 from schedd.db import Conn
-from schedd.engine import Engine, missed_note, missed_run
+from schedd.engine import Engine, merge_config, missed_note, missed_run
 from schedd.entities import Entities, due_of, occurrence_preview
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
 from schedd.models import (
@@ -29,7 +31,9 @@ from schedd.models import (
     Occurrence,
     Run,
     RunStatus,
+    RunTally,
     Schedule,
+    ScheduleExt,
     ScheduleStatus,
     ScheduleType,
     new_id,
@@ -63,8 +67,11 @@ UPDATABLE = (
 )
 _RELATIVE_FIELDS = ("relative_entity_definition_id", "relative_field_name",
                     "relative_offset_days", "relative_filter")
+# What the compatibility routers may also change (never through /v1's PUT, whose body has
+# no such fields): a schedule's type, its action's type, its retry backoff.
+_INTERNAL_UPDATABLE = ("schedule_type", "action_type", "retry_backoff_seconds")
 _TIMING_FIELDS = frozenset({"schedule_expression", "timezone", "relative_field_name",
-                            "relative_offset_days", "relative_filter"})
+                            "relative_offset_days", "relative_filter", "schedule_type"})
 MAX_OCCURRENCES_PAGE = 1000
 # Instants schedd accepts (UTC): 1970-01-01 up to 9999-01-01. Past that, date arithmetic
 # and RFC 3339 formatting overflow (year 10000); no schedule needs it.
@@ -100,6 +107,32 @@ def _check_depth(field: str, value: Any) -> None:
 
 def _body(field: str, msg: str, type_: str = "value_error") -> InvalidField:
     return InvalidField(("body", field), msg, type_)
+
+
+def _encode_cursor(*parts: Any) -> str:
+    raw = "\x1f".join(str(p) for p in parts).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
+    """An opaque cursor back to its parts; anything else a client sends is a 422 naming
+    ["query", "cursor"] (never a 500, never a silently wrong page)."""
+    bad = InvalidField(("query", "cursor"), "Invalid cursor: pass the next_cursor of a "
+                       "previous page unchanged", "value_error")
+    if len(cursor) > 200:
+        raise bad
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        parts = text.split("\x1f")
+        if len(parts) != len(shape):
+            raise bad
+        out = tuple(t(p) for t, p in zip(shape, parts, strict=True))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+    for p in out:
+        if isinstance(p, int) and not 0 <= p < 2**63:
+            raise bad
+    return out
 
 
 class Services:
@@ -224,6 +257,14 @@ class Services:
         since (the <db>.revocations mark changed): revocation takes effect at once."""
         _, tenant_id = await self._authenticate(key)
         return tenant_id
+
+    async def tenant_by_name(self, name: str) -> str | None:
+        """The id of the tenant named `name`, if there is one."""
+        return await self.db.read(self.store.tenant_id_by_name, name)
+
+    async def authenticate_key(self, key: str | None) -> tuple[str, str]:
+        """(key id, tenant id) of a valid, unrevoked key; Unauthorized otherwise."""
+        return await self._authenticate(key)
 
     async def _authenticate(self, key: str | None) -> tuple[str, str]:
         if not key:
@@ -378,10 +419,11 @@ class Services:
 
     # ------------------------------------------------------------------ schedules
     async def create_schedule(
-        self, tenant_id: str, fields: Mapping[str, Any]
+        self, tenant_id: str, fields: Mapping[str, Any], ext: ScheduleExt | None = None
     ) -> tuple[Schedule, bool]:
         """(schedule, created). With a matching deduplication_key the existing schedule is
-        returned unchanged and created is False."""
+        returned unchanged and created is False. `ext` (a compatibility router's own fields)
+        is written beside it in the same transaction; `status` "paused" creates it paused."""
         f = dict(fields)
         now = self.clock.now_ms()
         stype = ScheduleType(f["schedule_type"])
@@ -444,6 +486,9 @@ class Services:
                 field = "end_at" if end_ms is not None else "schedule_expression"
                 raise _body(field, "the schedule has no occurrence in the future")
             s.next_run_ms = first
+        if f.get("status") == ScheduleStatus.paused:
+            s.status = ScheduleStatus.paused
+            s.paused_reason = PAUSED_MANUAL
 
         def tx(c: Conn) -> Schedule | None:
             if s.deduplication_key is not None:
@@ -455,6 +500,8 @@ class Services:
             if d is not None:
                 self.entities.planner.replan_schedule(c, s, d, now)
                 self.store.set_next_run(c, s.id, s.next_run_ms, now)
+            if ext is not None:
+                self.store.insert_ext(c, s, ext)
             return None
 
         existing = await self.db.write(tx)
@@ -514,23 +561,39 @@ class Services:
         )
 
     async def update_schedule(
-        self, tenant_id: str, schedule_id: str, patch: Mapping[str, Any]
+        self, tenant_id: str, schedule_id: str, patch: Mapping[str, Any],
+        ext_data: dict[str, Any] | None = None,
     ) -> Schedule:
         """Partial update: only the keys present in `patch` change (None clears a nullable
-        field). Timing changes recompute next_run_at from now; status pauses or resumes."""
-        unknown = set(patch) - set(UPDATABLE)
+        field). Timing changes recompute next_run_at from now; status pauses or resumes.
+        `ext_data` replaces the compatibility fields kept beside it, in the same transaction."""
+        unknown = set(patch) - set(UPDATABLE) - set(_INTERNAL_UPDATABLE)
         if unknown:
             raise _body(sorted(unknown)[0], "this field cannot be changed", "extra_forbidden")
         now = self.clock.now_ms()
-        s = await self.db.write(self._update_tx, tenant_id, schedule_id, patch, now)
+        s = await self.db.write(self._update_tx, tenant_id, schedule_id, patch, now, ext_data)
         self._wake(s.next_run_ms)
         return s
 
     def _update_tx(self, c: Conn, tenant_id: str, schedule_id: str, patch: Mapping[str, Any],
-                   now: int) -> Schedule:
+                   now: int, ext_data: dict[str, Any] | None = None) -> Schedule:
         s = self.store.get_schedule(c, tenant_id, schedule_id)
         if s is None:
             raise NotFound("Schedule")
+        if ext_data is not None:
+            self.store.update_ext_data(c, schedule_id, ext_data)
+        if "schedule_type" in patch:
+            stype = ScheduleType(patch["schedule_type"])
+            if stype is ScheduleType.relative or s.schedule_type is ScheduleType.relative:
+                raise _body("schedule_type", "a relative schedule's type cannot change")
+            s.schedule_type = stype
+        if "action_type" in patch:
+            s.action_type = ActionType(patch["action_type"])
+            if "action_config" not in patch:
+                raise _body("action_config", "required when action_type changes", "missing")
+            s.action_config = {}
+        if "retry_backoff_seconds" in patch:
+            s.retry_backoff_seconds = patch["retry_backoff_seconds"]
         for key in ("name", "max_retries", "catchup_window_minutes",
                     "flexible_window_minutes", "overlap_policy", "schedule_expression",
                     "timezone", "action_config", "status"):
@@ -716,13 +779,72 @@ class Services:
         """The action config as reads show it: secrets and sensitive headers redacted."""
         return action_config.redact_config(s.action_type.value, s.action_config)
 
-    async def trigger_schedule(self, tenant_id: str, schedule_id: str) -> Run:
+    async def trigger_schedule(self, tenant_id: str, schedule_id: str,
+                               config_patch: dict[str, Any] | None = None) -> Run:
+        """A manual run now. `config_patch` is merged over the action's config for this run
+        (and its retries) only: objects key by key, other values replace; the result must
+        be a valid config (422 naming the field under action_config otherwise)."""
         s = await self.get_schedule(tenant_id, schedule_id)
         if s.paused_reason == f"{PAUSED_BY_SYNC}archived":
             # as POST /api/v1/syncs/{id}/trigger: an archived sync does not run
             raise Conflict("This schedule belongs to an archived sync; it cannot be "
                            "triggered")
-        return await self._engine().trigger(s)
+        if config_patch is not None:
+            _check_depth("action_config", config_patch)
+            self._action(s.action_type.value, merge_config(s.action_config, config_patch))
+        return await self._engine().trigger(s, config_patch=config_patch)
+
+    # ------------------------------------------------------------------ extended schedules
+    async def get_extended(self, tenant_id: str, schedule_id: str, kind: str,
+                           scope: str | None = None, what: str = "Schedule"
+                           ) -> tuple[Schedule, ScheduleExt]:
+        """A schedule made through a compatibility router (`kind`), found only in its tenant
+        and, when given, its scope: NotFound(what) otherwise, exactly as a missing one."""
+        found = await self.db.read(self.store.get_ext, tenant_id, schedule_id)
+        if found is None or found[1].kind != kind or (scope is not None
+                                                      and found[1].scope != scope):
+            raise NotFound(what)
+        return found
+
+    async def page_extended(
+        self, tenant_id: str, kind: str, scope: str, *, search: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> tuple[list[tuple[Schedule, ScheduleExt]], int, str | None]:
+        """Keyset pages, oldest first: (items, total, next cursor or None on the last page).
+        A row added while a client pages lands after every cursor already handed out."""
+        after = None if cursor is None else _decode_cursor(cursor, (int, str))
+        rows, total = await self.db.read(
+            self.store.page_ext, tenant_id, kind, scope, search=search,
+            after=None if after is None else (after[0], after[1]), limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = _encode_cursor(rows[-1][0], rows[-1][1].id) if more else None
+        return [(s, e) for _, s, e in rows], total, nxt
+
+    async def list_extended(self, tenant_id: str, kind: str, scope: str, *, limit: int,
+                            offset: int) -> tuple[list[tuple[Schedule, ScheduleExt]], int]:
+        rows, total = await self.db.read(
+            self.store.page_ext, tenant_id, kind, scope, search=None, after=None, limit=limit,
+            offset=offset)
+        return [(s, e) for _, s, e in rows], total
+
+    async def run_tallies(self, schedule_ids: list[str]) -> dict[str, RunTally]:
+        return await self.db.read(self.store.run_tallies, schedule_ids)
+
+    async def page_schedule_runs(
+        self, tenant_id: str, schedule_id: str, *, status: RunStatus | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> tuple[list[Run], int, str | None]:
+        """A schedule's runs newest first, by keyset: (runs, total, next cursor or None)."""
+        before = None if cursor is None else int(_decode_cursor(cursor, (int,))[0])
+        rows, total = await self.db.read(
+            self.store.page_schedule_runs, tenant_id, schedule_id,
+            status=None if status is None else status.value, before_seq=before,
+            limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = _encode_cursor(rows[-1][0]) if more else None
+        return [r for _, r in rows], total, nxt
 
     async def occurrences(self, tenant_id: str, schedule_id: str,
                           limit: int) -> list[Occurrence]:

@@ -24,7 +24,9 @@ from schedd.models import (
     EntityRecord,
     Run,
     RunStatus,
+    RunTally,
     Schedule,
+    ScheduleExt,
     ScheduleTally,
 )
 
@@ -38,7 +40,7 @@ _TALLY_OF_ACTIVE = (
     + " FROM runs r LEFT JOIN schedules s ON s.id = r.schedule_id"
     " WHERE r.id IN {in} AND r.status IN ('pending', 'running')")
 _JSON_COLS = frozenset({"action_config", "relative_filter", "result", "resolved_payload",
-                        "fields", "data"})
+                        "fields", "data", "config_patch"})
 DEF_COLS: tuple[str, ...] = EntityDefinition.__struct_fields__
 _D_SELECT = ", ".join(DEF_COLS)
 _REC_COLS: tuple[str, ...] = EntityRecord.__struct_fields__
@@ -51,6 +53,7 @@ _OCC_UPSERT = ("INSERT INTO occurrences (schedule_seq, record_key, next_ms, fire
                " VALUES (?, ?, ?, ?) ON CONFLICT (schedule_seq, record_key) DO UPDATE SET"
                " next_ms = excluded.next_ms, fired_ms = excluded.fired_ms")
 _S_SELECT = ", ".join(SCHEDULE_COLS)
+_S_COLS_OF_S = ", ".join(f"s.{col}" for col in SCHEDULE_COLS)
 _R_SELECT = ", ".join(RUN_COLS)
 _S_INSERT = (
     f"INSERT INTO schedules ({_S_SELECT}) VALUES ({', '.join('?' * len(SCHEDULE_COLS))})"
@@ -378,6 +381,99 @@ class Store:
             if row[1] is not None and row[1] not in tallies:
                 tallies[row[1]] = _tally_from_row(row[1:])
         return active, tallies
+
+    # ------------------------------------------------------------------ schedule extensions
+    def insert_ext(self, c: Conn, s: Schedule, ext: ScheduleExt) -> None:
+        c.execute(
+            "INSERT INTO schedule_ext (schedule_id, tenant_id, kind, scope, created_ms, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (s.id, s.tenant_id, ext.kind, ext.scope, s.created_ms, _enc.encode(ext.data).decode()),
+        )
+
+    def update_ext_data(self, c: Conn, schedule_id: str, data: dict[str, Any]) -> None:
+        c.execute("UPDATE schedule_ext SET data = ? WHERE schedule_id = ?",
+                  (_enc.encode(data).decode(), schedule_id))
+
+    def get_ext(self, c: Conn, tenant_id: str, schedule_id: str
+                ) -> tuple[Schedule, ScheduleExt] | None:
+        rows = _all(
+            c, f"SELECT e.kind, e.scope, e.data, {_S_COLS_OF_S} FROM schedule_ext e"
+               " JOIN schedules s ON s.id = e.schedule_id"
+               " WHERE e.schedule_id = ? AND e.tenant_id = ?", (schedule_id, tenant_id))
+        if not rows:
+            return None
+        r = rows[0]
+        return schedule_from_row(r[3:]), ScheduleExt(kind=r[0], scope=r[1], data=_dec.decode(r[2]))
+
+    def page_ext(
+        self,
+        c: Conn,
+        tenant_id: str,
+        kind: str,
+        scope: str,
+        *,
+        search: str | None,
+        after: tuple[int, str] | None,
+        limit: int,
+        offset: int = 0,
+    ) -> tuple[list[tuple[int, Schedule, ScheduleExt]], int]:
+        """Schedules of one kind and scope, oldest first by (created, id), after the keyset
+        `after` (or from `offset`): ((created_ms, schedule, ext) ..., total). `search` is a
+        case-insensitive substring of the name or the description; total counts every
+        match, whatever `after` and `offset` say."""
+        where = ["e.tenant_id = ?", "e.kind = ?", "e.scope = ?"]
+        params: list[Any] = [tenant_id, kind, scope]
+        if search:
+            like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(s.name LIKE ? ESCAPE '\\' OR s.description LIKE ? ESCAPE '\\')")
+            params += [like, like]
+        cond = " AND ".join(where)
+        base = " FROM schedule_ext e JOIN schedules s ON s.id = e.schedule_id WHERE "
+        total = int(_all(c, "SELECT count(*)" + base + cond, params)[0][0])
+        if after is not None:
+            cond += " AND (e.created_ms, e.schedule_id) > (?, ?)"
+            params += [after[0], after[1]]
+        rows = _all(
+            c, f"SELECT e.created_ms, e.kind, e.scope, e.data, {_S_COLS_OF_S}" + base + cond
+               + " ORDER BY e.created_ms, e.schedule_id LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        return [(int(r[0]), schedule_from_row(r[4:]),
+                 ScheduleExt(kind=r[1], scope=r[2], data=_dec.decode(r[3]))) for r in rows], total
+
+    def run_tallies(self, c: Conn, schedule_ids: Sequence[str]) -> dict[str, RunTally]:
+        """Exact counts of each schedule's recorded runs, and its newest run's chain root."""
+        out: dict[str, RunTally] = {}
+        for r in _where_in(
+            c,
+            "SELECT schedule_id, count(*), sum(status = 'succeeded'), sum(status = 'failed'),"
+            " sum(status = 'running'), (SELECT r2.attempt_root_run_id FROM runs r2"
+            "  WHERE r2.schedule_id = runs.schedule_id ORDER BY r2.seq DESC LIMIT 1)"
+            " FROM runs WHERE schedule_id IN {in} GROUP BY schedule_id",
+            schedule_ids,
+        ):
+            out[str(r[0])] = RunTally(total=int(r[1]), succeeded=int(r[2]), failed=int(r[3]),
+                                      running=int(r[4]), last_root_run_id=r[5])
+        return out
+
+    def page_schedule_runs(
+        self, c: Conn, tenant_id: str, schedule_id: str, *, status: str | None,
+        before_seq: int | None, limit: int,
+    ) -> tuple[list[tuple[int, Run]], int]:
+        """A schedule's runs newest first, older than the keyset `before_seq`:
+        ((seq, run) ..., total matching `status`)."""
+        where = ["tenant_id = ?", "schedule_id = ?"]
+        params: list[Any] = [tenant_id, schedule_id]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        cond = " AND ".join(where)
+        total = int(_all(c, f"SELECT count(*) FROM runs WHERE {cond}", params)[0][0])
+        if before_seq is not None:
+            cond += " AND seq < ?"
+            params.append(before_seq)
+        rows = _all(c, f"SELECT seq, {_R_SELECT} FROM runs WHERE {cond}"
+                       " ORDER BY seq DESC LIMIT ?", [*params, limit])
+        return [(int(r[0]), run_from_row(r[1:])) for r in rows], total
 
     # ------------------------------------------------------------------ runs
     def insert_runs(self, c: Conn, runs: Sequence[Run]) -> None:

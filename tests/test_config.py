@@ -22,8 +22,14 @@ def test_the_example_file_is_the_rendered_declaration() -> None:
 
 def test_the_example_lists_every_setting_with_its_default() -> None:
     data = tomllib.loads((ROOT / "schedd.toml.example").read_text())
-    flat = {k: v for section in data.values() for k, v in section.items()}
-    assert set(flat) == set(config.FIELDS)
+    keys = config.toml_keys()
+    flat = {}
+    for name, (section, _, _) in config.field_info().items():
+        table = data
+        for part in section.split("."):
+            table = table[part]
+        flat[name] = table[keys[name]]
+    assert config._flatten_toml(data, "example") == flat
     defaults = Settings()
     for name, value in flat.items():
         expected = getattr(defaults, name)

@@ -13,10 +13,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from schedd import __version__
 from schedd.api import entities, metrics, runs, schedules, system
+from schedd.api.compat import actions as compat_actions
+from schedd.api.compat import kragle as compat_kragle
 from schedd.api.compat import syncs as compat_syncs
 from schedd.api.errors import EXCEPTION_HANDLERS
 from schedd.api.openapi import finalize_openapi
 from schedd.auth import token_from_headers
+from schedd.config import Settings
 from schedd.services import Services
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -30,7 +33,7 @@ async def api_key_guard(
     token = token_from_headers(
         connection.headers.get("authorization"), connection.headers.get("x-api-key")
     )
-    connection.state.tenant_id = await svc.authenticate(token)
+    connection.state.key_id, connection.state.tenant_id = await svc.authenticate_key(token)
 
 
 def create_app(
@@ -42,7 +45,19 @@ def create_app(
     syncs: bool = False,
     extra_routes: Sequence[Any] = (),
     template_config: Any = None,
+    settings: Settings | None = None,
 ) -> Litestar:
+    """The app. `settings` decides which compatibility routers are served (all when None:
+    the defaults); `services` may come later, through app.state, as the daemon does."""
+    settings = settings or (services.settings if services is not None else Settings())
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+    compat: list[Any] = []
+    if settings.compat_actions:
+        compat.append(compat_actions.router([api_key_guard], security))
+    if settings.kragle_enabled:
+        compat.append(compat_kragle.router(api_key_guard, security,
+                                           public_read=settings.kragle_public_read,
+                                           tenant_name=settings.kragle_tenant))
     v1 = Router(
         "/v1",
         route_handlers=[*schedules.HANDLERS, *runs.HANDLERS, *entities.HANDLERS,
@@ -52,7 +67,6 @@ def create_app(
     )
     preview = Router("/", route_handlers=[system.preview], guards=[api_key_guard],
                      security=[{"bearer": []}, {"apiKey": []}])
-    compat: list[Any] = []
     if syncs:
         compat.append(compat_syncs.router())
     app = Litestar(
@@ -63,7 +77,9 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="schedd",
             version=__version__,
-            description="Self-hosted scheduled-actions daemon: the native /v1 API.",
+            description="Self-hosted scheduled-actions daemon: the native /v1 API, and the"
+                        " Actions API (seed 002), Kragle (seed 003) and Syncs API (seed 004)"
+                        " compatibility routers.",
             components=Components(security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer"),
                 "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key",
