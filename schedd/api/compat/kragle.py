@@ -108,13 +108,16 @@ def _timing(config: dict[str, Any], once: bool) -> tuple[str, str]:
     return "once", at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _rename(loc: list[str | int]) -> list[str | int]:
-    head = loc[0] if loc else None
-    if head == "schedule_expression":
-        return ["config"]
-    if head in ("action_type", "action_config"):
-        return ["action", *loc]
-    return loc
+def _renamer(stype: str) -> Callable[[list[str | int]], list[str | int]]:
+    """Native body field names -> this API's, for errors."""
+    def rename(loc: list[str | int]) -> list[str | int]:
+        head = loc[0] if loc else None
+        if head in ("schedule_expression", "schedule_type"):
+            return ["config", "period" if stype == "interval" else "timestamp"]
+        if head in ("action_type", "action_config"):
+            return ["action", *loc]
+        return loc
+    return rename
 
 
 def _config_of(s: Schedule) -> tuple[bool, KragleConfig]:
@@ -180,7 +183,7 @@ async def create_schedule(request: R, data: JSONBody[KragleCreate]) -> KragleId:
     try:
         s, _ = await services_of(request).create_schedule(tenant, fields, ScheduleExt(kind=KIND))
     except InvalidField as exc:
-        raise relabel(exc, _rename) from None
+        raise relabel(exc, _renamer(stype)) from None
     return KragleId(id=s.id)
 
 
@@ -192,6 +195,7 @@ async def update_schedule(request: R, id: IdPath,
     s, _ = await _get(svc, tenant, id)
     assert tenant is not None
     patch: dict[str, Any] = {}
+    stype = s.schedule_type.value
     if data.name is not UNSET:
         patch["name"] = data.name or ""
     if data.config is not UNSET or data.once is not UNSET:
@@ -208,7 +212,7 @@ async def update_schedule(request: R, id: IdPath,
     try:
         s = await svc.update_schedule(tenant, s.id, patch)
     except InvalidField as exc:
-        raise relabel(exc, _rename) from None
+        raise relabel(exc, _renamer(stype)) from None
     return schedule_out(s)
 
 
