@@ -45,6 +45,14 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("TRIGGER", "trigger_type"), ("ATTEMPT", "attempt"), ("SCHEDULED FOR", "scheduled_for"),
     ("ERROR", "error"),
 )
+ACTION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ID", "action_id"), ("NAME", "name"), ("ENDPOINT", "endpoint_id"),
+    ("TYPE", "schedule_type"), ("WHEN", "when"), ("ENABLED", "is_enabled"),
+    ("NEXT RUN", "next_run_at"), ("RUNS", "total_runs"),
+)
+KRAGLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ID", "id"), ("NAME", "name"), ("ONCE", "once"), ("CONFIG", "config"),
+)
 ERROR_CELL_MAX = 80  # the last column of the runs table; `runs get` shows it whole
 
 
@@ -449,6 +457,37 @@ def cmd_runs_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- compat
+def cmd_actions_ls(args: argparse.Namespace) -> int:
+    path = (f"/v1/orgs/{_seg(args.org)}/workspaces/{_seg(args.workspace)}"
+            f"/apps/{_seg(args.app)}/actions")
+    _, page = _call(args, "GET", path, query={
+        "search": args.search, "limit": args.limit, "cursor": args.cursor})
+    if args.json:
+        print_json(page)
+        return 0
+    items = (page.get("actions") or []) if isinstance(page, Mapping) else []
+    print_table(ACTION_COLUMNS, [
+        {**a, "when": a.get("cron_expression") or a.get("scheduled_at")} for a in items])
+    if isinstance(page, Mapping) and page.get("next_cursor"):
+        print(f"({len(items)} of {page.get('total')}; the next page: --cursor "
+              f"{_clean(str(page['next_cursor']))})", file=sys.stderr)
+    return 0
+
+
+def cmd_kragle_ls(args: argparse.Namespace) -> int:
+    _, page = _call(args, "GET", "/kragle/schedules", query={"page": args.page})
+    if args.json:
+        print_json(page)
+        return 0
+    items = (page.get("schedules") or []) if isinstance(page, Mapping) else []
+    print_table(KRAGLE_COLUMNS, items)
+    if isinstance(page, Mapping):
+        print(f"(page {page.get('page')}: {page.get('pagesize')} of {page.get('count')})",
+              file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
@@ -481,7 +520,8 @@ def _paging(p: argparse.ArgumentParser, default: int, most: int) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """Add `schedules` and `runs` to the `schedd` parser's subcommands."""
+    """Add `schedules`, `runs`, `actions` and `kragle` to the `schedd` parser's
+    subcommands."""
     g = sub.add_parser("schedules", help="list and manage schedules (through the API)")
     parser_class = type(g)
     gs = g.add_subparsers(dest="schedules_command", metavar="ACTION",
@@ -536,3 +576,22 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--reason", help="kept on the run as cancel_reason")
     _leaf(gr, "retry", "start a new attempt of a failed or cancelled run", cmd_runs_retry,
           id_of="run")
+
+    # The compatibility routers (docs/compat.md): what they make is an ordinary schedule,
+    # so `schedules` and `runs` manage it too; these list it in the router's own terms.
+    g = sub.add_parser("actions", help="list Actions API actions (seed 002 router)")
+    ga = g.add_subparsers(dest="actions_command", metavar="ACTION",
+                          parser_class=parser_class, required=True)
+    p = _leaf(ga, "ls", "list the actions of one org/workspace/app, oldest first",
+              cmd_actions_ls, aliases=["list"])
+    p.add_argument("org", metavar="ORG", help="the org id of the path")
+    p.add_argument("workspace", metavar="WORKSPACE", help="the workspace id of the path")
+    p.add_argument("app", metavar="APP", help="the app id of the path")
+    p.add_argument("--search", metavar="TEXT", help="only names or descriptions holding TEXT")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N (1..200, default 50)")
+    p.add_argument("--cursor", metavar="CURSOR", help="the next page's cursor")
+    g = sub.add_parser("kragle", help="list Kragle schedules (seed 003 router)")
+    gk = g.add_subparsers(dest="kragle_command", metavar="ACTION",
+                          parser_class=parser_class, required=True)
+    p = _leaf(gk, "ls", "list Kragle schedules, 10 a page", cmd_kragle_ls, aliases=["list"])
+    p.add_argument("--page", type=int, metavar="N", help="the page, from 1 (default 1)")

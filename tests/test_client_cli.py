@@ -170,7 +170,7 @@ COMMANDS = [
     ("schedules",), ("schedules", "ls"), ("schedules", "get"), ("schedules", "create"),
     ("schedules", "pause"), ("schedules", "resume"), ("schedules", "trigger"),
     ("schedules", "rm"), ("runs",), ("runs", "ls"), ("runs", "get"), ("runs", "cancel"),
-    ("runs", "retry"),
+    ("runs", "retry"), ("actions",), ("actions", "ls"), ("kragle",), ("kragle", "ls"),
 ]
 
 
@@ -416,6 +416,43 @@ def test_runs_ls_get_cancel_retry(served: Served, capsys: pytest.CaptureFixture[
 
 
 # ---------------------------------------------------------------------------- reaching it
+def _post(served: Served, path: str, body: Any) -> Any:
+    req = urllib.request.Request(served.url + path, data=json.dumps(body).encode(),
+                                 method="POST", headers={"Authorization": f"Bearer {served.key}",
+                                                         "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_actions_and_kragle_ls(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    base = "/v1/orgs/o-cli/workspaces/w-cli/apps/a-cli/actions"
+    ids = [_post(served, base, {"name": f"cli action {i}", "endpoint_id": "ep",
+                                "namespace_id": "ns", "cron_expression": "0 9 * * *"}
+                 )["action_id"] for i in range(3)]
+    code, out, err = run(capsys, "actions", "ls", "o-cli", "w-cli", "a-cli", "--limit", "2")
+    assert code == 0, err
+    head, rows = table(out)
+    assert head.split()[:3] == ["ID", "NAME", "ENDPOINT"]
+    assert len(rows) == 2 and "--cursor" in err
+    cursor = err.split("--cursor", 1)[1].strip().rstrip(")")
+    page = ok_json(capsys, "actions", "ls", "o-cli", "w-cli", "a-cli", "--cursor", cursor)
+    assert [a["action_id"] for a in page["actions"]] == sorted(ids)[2:]
+    assert page["next_cursor"] is None
+    page = ok_json(capsys, "actions", "ls", "o-cli", "w-cli", "a-cli", "--search", "action 1")
+    assert page["total"] == 1
+    code, _, err = run(capsys, "actions", "ls", "o-cli", "w-cli", "a-cli", "--cursor", "junk")
+    assert code == 1 and "cursor" in one_line_error(err)
+    sid = _post(served, "/kragle/schedules", {"config": {"period": 60}, "name": "cli k"})["id"]
+    code, out, err = run(capsys, "kragle", "ls")
+    assert code == 0, err
+    assert any(sid in line and "cli k" in line and '{"period":60}' in line
+               for line in table(out)[1])
+    assert "page 1" in err
+    code, _, err = run(capsys, "kragle", "ls", "--page", "0")
+    assert code == 1 and "page" in one_line_error(err)
+
+
 def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"http://127.0.0.1:{free_port()}"

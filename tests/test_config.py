@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -135,3 +136,37 @@ def test_the_daemon_collects_garbage_less_often_and_freezes_its_start_up() -> No
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_compat_sections_nest_and_take_the_shorthand(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[compat]\nactions = false\n[compat.endpoints]\n"ep-1" = "https://h.example/x"\n'
+                 '[compat.kragle]\npublic_read = true\ntenant = "acme"\n')
+    s = config.load(f, env={})
+    assert (s.compat_actions, s.kragle_enabled, s.kragle_public_read, s.kragle_tenant) == (
+        False, True, True, "acme")
+    assert s.compat_endpoints == {"ep-1": "https://h.example/x"}
+    f.write_text("[compat]\nkragle = false\n")
+    assert config.load(f, env={}).kragle_enabled is False
+    s = config.load(env={"SCHEDD_COMPAT_ENDPOINTS": '{"a": "http://b/"}',
+                         "SCHEDD_KRAGLE_PUBLIC_READ": "true"})
+    assert (s.compat_endpoints, s.kragle_public_read) == ({"a": "http://b/"}, True)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[compat.kragle]\nnope = 1\n", "unknown setting 'nope'"),
+    ("[compat]\npublic_read = true\n", "public_read belongs in [compat.kragle]"),
+    ("[compat.kragle]\npublic_read = 3\n", "kragle_public_read"),
+    ("[compat]\nendpoints = 5\n", "compat_endpoints"),
+    ("[compat.nope]\nx = 1\n", "unknown setting 'nope'"),
+])
+def test_bad_compat_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(f, env={})
+
+
+def test_a_bad_endpoints_variable_is_refused() -> None:
+    with pytest.raises(ConfigError, match="SCHEDD_COMPAT_ENDPOINTS"):
+        config.load(env={"SCHEDD_COMPAT_ENDPOINTS": "not json"})
