@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -269,9 +270,14 @@ def load(
     merged.update(_convert(_from_env(env), "environment (SCHEDD_*)", strict=False))
     given = {k: v for k, v in (flags or {}).items() if v is not None}
     merged.update(_convert(given, "command line", strict=False))
-    return msgspec.convert(
+    settings = msgspec.convert(
         {**msgspec.structs.asdict(Settings()), **merged}, Settings, strict=False
     )
+    for endpoint, url in settings.compat_endpoints.items():
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"compat_endpoints: {endpoint!r}: {url!r} is not an http(s) URL")
+    return settings
 
 
 def render_example() -> str:
