@@ -812,7 +812,7 @@ class Services:
     ) -> tuple[list[tuple[Schedule, ScheduleExt]], int, str | None]:
         """Keyset pages, oldest first: (items, total, next cursor or None on the last page).
         A row added while a client pages lands after every cursor already handed out."""
-        after = None if cursor is None else _decode_cursor(cursor, (int, str))
+        after = _decode_cursor(cursor, (int, str)) if cursor else None
         rows, total = await self.db.read(
             self.store.page_ext, tenant_id, kind, scope, search=search,
             after=None if after is None else (after[0], after[1]), limit=limit + 1)
@@ -836,7 +836,7 @@ class Services:
         cursor: str | None = None, limit: int = 50,
     ) -> tuple[list[Run], int, str | None]:
         """A schedule's runs newest first, by keyset: (runs, total, next cursor or None)."""
-        before = None if cursor is None else int(_decode_cursor(cursor, (int,))[0])
+        before = int(_decode_cursor(cursor, (int,))[0]) if cursor else None
         rows, total = await self.db.read(
             self.store.page_schedule_runs, tenant_id, schedule_id,
             status=None if status is None else status.value, before_seq=before,

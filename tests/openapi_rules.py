@@ -23,6 +23,22 @@ _ZONE: Final = ANY  # an IANA zone name: only the tz database knows the list
 _EXPRESSION: Final = ANY  # cron / interval / once syntax, occurrences, the catch-up window
 
 Rule = tuple[tuple[str | int, ...], str]
+_ACTIONS: Final = "/v1/orgs/{org_id}/workspaces/{workspace_id}/apps/{app_id}/actions"
+# an action's timing is the native one (cron / once-time / zone); thread_id is required by
+# thread_mode fixed, thread_id_template by template; the payload nests at most 64 levels
+_ACTION_FIELDS: Final[list[Rule]] = [
+    (("body", "cron_expression"), _EXPRESSION),
+    (("body", "scheduled_at"), _EXPRESSION),
+    (("body", "timezone"), _ZONE),
+    (("body", "thread_id"), r"required when thread_mode is 'fixed'"),
+    (("body", "thread_id_template"), r"required when thread_mode is 'template'"),
+    (("body", "payload"), r"nested too deeply"),
+]
+# exactly one of period / timestamp, matching once; a timestamp inside the catch-up window
+_KRAGLE_FIELDS: Final[list[Rule]] = [
+    (("body", "config"), ANY),
+    (("body", "action"), ANY),  # action_config's shape depends on action_type
+]
 
 SEMANTIC_422: Final[dict[str, list[Rule]]] = {
     "POST /v1/schedules": [
@@ -71,6 +87,14 @@ SEMANTIC_422: Final[dict[str, list[Rule]]] = {
     "PUT /v1/entity-definitions/{definition_id}": [
         (("body", "fields"), r"a definition (keeps at least|has at most)"),  # 1..100 fields
     ],
+    # the compatibility routers (docs/compat.md): their fields map to the native ones
+    "GET " + _ACTIONS: [(("query", "cursor"), r"Invalid cursor")],
+    "GET " + _ACTIONS + "/{action_id}/runs": [(("query", "cursor"), r"Invalid cursor")],
+    "POST " + _ACTIONS: _ACTION_FIELDS,
+    "PUT " + _ACTIONS + "/{action_id}": _ACTION_FIELDS,
+    "POST " + _ACTIONS + "/{action_id}/trigger": [(("body", "payload"), ANY)],
+    "POST /kragle/schedules": _KRAGLE_FIELDS,
+    "PUT /kragle/schedules/{id}": _KRAGLE_FIELDS,
     "GET /v1/preview": [
         (("query", "schedule_expression"), _EXPRESSION),
         (("query", "schedule_type"), r"relative"),

@@ -23,7 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 from schedd import timing
 from schedd.api.common import ERRORS, path_uuid, services_of
 from schedd.api.compat import relabel
-from schedd.api.schemas import Backoff, MaxRetries, Name, Timezone
+from schedd.api.schemas import Backoff, MaxRetries, Name
 from schedd.errors import InvalidField, NotFound
 from schedd.models import Run, RunStatus, RunTally, Schedule, ScheduleExt, ScheduleStatus
 from schedd.services import Services
@@ -35,6 +35,23 @@ WHAT = "Action"
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
 ThreadText = Annotated[str, Meta(min_length=1, max_length=500)]
 Description = Annotated[str, Meta(max_length=2000)]
+CronText = Annotated[str, Meta(description=(
+    "A 5-field cron expression or @hourly/@daily/@weekly/@monthly/@yearly (docs/scheduling.md)"
+    "; required when schedule_type is cron, which is the default unless only scheduled_at is "
+    "given. Not allowed with schedule_type once."))]
+WhenText = Annotated[str, Meta(description=(
+    "ISO 8601 date-time of a one-time action (without an offset: wall time in timezone); "
+    "required when schedule_type is once, not older than the 10-minute catch-up window. Not "
+    "allowed with schedule_type cron."))]
+ZoneText = Annotated[str, Meta(max_length=50, description="An IANA time zone name.")]
+ThreadIdText = Annotated[str, Meta(min_length=1, max_length=500, description=(
+    "The thread of every run; required when thread_mode is fixed."))]
+TemplateText = Annotated[str, Meta(min_length=1, max_length=500, description=(
+    "Each run's thread id, with placeholders such as {{run.id}} filled per run; required "
+    "when thread_mode is template."))]
+PayloadObject = Annotated[dict[str, Any], Meta(description=(
+    "Delivered in every run's body; strings may hold {{run.id}}-style placeholders; nested "
+    "at most 64 levels."))]
 PathLabel = Annotated[str, PathParameter(min_length=1, max_length=200)]
 ActionIdPath = Annotated[str, PathParameter(format="uuid", title="Action Id")]
 RunIdPath = Annotated[str, PathParameter(format="uuid", title="Run Id")]
@@ -61,14 +78,14 @@ class ActionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     namespace_id: Label
     description: Description | None = None
     thread_mode: ThreadMode = ThreadMode.new_each_run
-    thread_id: ThreadText | None = None
-    thread_id_template: ThreadText | None = None
-    payload: dict[str, Any] | None = None
+    thread_id: ThreadIdText | None = None
+    thread_id_template: TemplateText | None = None
+    payload: PayloadObject | None = None
     action_type: ActionKind = ActionKind.trigger
     schedule_type: ActionScheduleType | None = None
-    cron_expression: str | None = None
-    scheduled_at: str | None = None
-    timezone: Timezone = "UTC"
+    cron_expression: CronText | None = None
+    scheduled_at: WhenText | None = None
+    timezone: ZoneText = "UTC"
     max_retries: MaxRetries = 3
     retry_delay_seconds: Backoff = 60
     is_enabled: bool = True
@@ -82,14 +99,14 @@ class ActionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     namespace_id: Label | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
     thread_mode: ThreadMode | UnsetType = UNSET
-    thread_id: ThreadText | UnsetType | None = UNSET
-    thread_id_template: ThreadText | UnsetType | None = UNSET
-    payload: dict[str, Any] | UnsetType | None = UNSET
+    thread_id: ThreadIdText | UnsetType | None = UNSET
+    thread_id_template: TemplateText | UnsetType | None = UNSET
+    payload: PayloadObject | UnsetType | None = UNSET
     action_type: ActionKind | UnsetType = UNSET
     schedule_type: ActionScheduleType | UnsetType = UNSET
-    cron_expression: str | UnsetType | None = UNSET
-    scheduled_at: str | UnsetType | None = UNSET
-    timezone: Timezone | UnsetType = UNSET
+    cron_expression: CronText | UnsetType | None = UNSET
+    scheduled_at: WhenText | UnsetType | None = UNSET
+    timezone: ZoneText | UnsetType = UNSET
     max_retries: MaxRetries | UnsetType = UNSET
     retry_delay_seconds: Backoff | UnsetType = UNSET
     is_enabled: bool | UnsetType = UNSET
@@ -136,7 +153,10 @@ class ActionList(msgspec.Struct, kw_only=True):
 
 
 class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    payload: dict[str, Any] | None = None
+    """Optional: a payload merged over the action's payload for this run (objects key by
+    key, recursively; other values replace)."""
+
+    payload: PayloadObject | None = None
 
 
 class TriggerOut(msgspec.Struct, kw_only=True):
@@ -364,6 +384,8 @@ async def _out(svc: Services, s: Schedule, ext: ScheduleExt) -> ActionOut:
 # ---------------------------------------------------------------------------- handlers
 
 AID = "/{action_id:str}"
+CURSOR_DOC = ("Cursor for pagination (from previous response's next_cursor). Opaque: a "
+              "value schedd did not hand out is a 422; empty means the first page.")
 
 
 @get("/", responses=ERRORS, summary="List Actions")
@@ -377,7 +399,7 @@ async def list_actions(
     limit: Annotated[int, QueryParameter(
         ge=1, le=200, description="Maximum number of items to return (1-200)")] = 50,
     cursor: Annotated[str | None, QueryParameter(
-        description="Cursor for pagination (from previous response's next_cursor)")] = None,
+        description=CURSOR_DOC, max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
 ) -> ActionList:
     svc = services_of(request)
     items, total, nxt = await svc.page_extended(
@@ -518,7 +540,7 @@ async def list_action_runs(
     limit: Annotated[int, QueryParameter(
         ge=1, le=200, description="Maximum number of items to return (1-200)")] = 50,
     cursor: Annotated[str | None, QueryParameter(
-        description="Cursor for pagination (from previous response's next_cursor)")] = None,
+        description=CURSOR_DOC, max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
 ) -> ActionRunList:
     s, _ = await _one(request, org_id, workspace_id, app_id, action_id)
     runs, total, nxt = await services_of(request).page_schedule_runs(

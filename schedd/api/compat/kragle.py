@@ -19,7 +19,7 @@ from litestar import Request, Router, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody, PathParameter, QueryParameter
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
 from schedd import timing
 from schedd.api.common import ERRORS, path_uuid, services_of
@@ -37,21 +37,44 @@ IdPath = Annotated[str, PathParameter(format="uuid", title="Schedule Id")]
 
 
 class KragleAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Extension: what each tick does (SPEC §3.4); default noop."""
+    """Extension: what each tick does (SPEC §3.4); default noop. action_config's shape
+    depends on action_type (docs/api.md); command actions need [actions] allow_commands."""
 
     action_type: ActionType
-    action_config: dict[str, Any] = msgspec.field(default_factory=dict)
+    action_config: Annotated[dict[str, Any], Meta(description=(
+        "As the native action_config of this action_type."))] = msgspec.field(
+        default_factory=dict)
+
+
+MAX_PERIOD_S = 366 * 86_400  # the native interval's bound
+MAX_TIMESTAMP_S = 253_370_764_799  # 9998-12-31T23:59:59Z, the native instants' bound
+
+
+class KragleConfigIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Exactly one of `period` (seconds between runs, with once: false) and `timestamp`
+    (unix seconds, with once: true); both, neither or a mismatch with `once` is a 422
+    naming ["body", "config"]. A timestamp older than the 10-minute catch-up window is
+    refused."""
+
+    period: Annotated[int, Meta(ge=1, le=MAX_PERIOD_S)] | None = None
+    timestamp: Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP_S)] | None = None
+
+    def present(self) -> dict[str, int]:
+        return {k: v for k in ("period", "timestamp") if (v := getattr(self, k)) is not None}
 
 
 class KragleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    config: dict[str, Any]
+    config: KragleConfigIn
     name: Name | None = None
     once: bool = False
     action: KragleAction | None = None
 
 
 class KragleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    config: dict[str, Any] | UnsetType = UNSET
+    """Partial: absent fields keep their value; config and once are checked together, the
+    absent one taken from the schedule."""
+
+    config: KragleConfigIn | UnsetType = UNSET
     name: Name | UnsetType | None = UNSET
     once: bool | UnsetType = UNSET
     action: KragleAction | UnsetType = UNSET
@@ -176,7 +199,7 @@ async def get_schedule(request: R, id: IdPath) -> KragleSchedule:
 async def create_schedule(request: R, data: JSONBody[KragleCreate]) -> KragleId:
     tenant = _tenant(request)
     assert tenant is not None  # writes always need a key
-    stype, expression = _timing(data.config, data.once)
+    stype, expression = _timing(data.config.present(), data.once)
     action = data.action or KragleAction(action_type=ActionType.noop)
     fields = {"name": data.name or "", "schedule_type": stype, "schedule_expression": expression,
               "action_type": action.action_type.value, "action_config": action.action_config}
@@ -201,8 +224,8 @@ async def update_schedule(request: R, id: IdPath,
     if data.config is not UNSET or data.once is not UNSET:
         once_now, config_now = _config_of(s)
         once = once_now if data.once is UNSET else data.once
-        config = (msgspec.structs.asdict(config_now) if data.config is UNSET else data.config)
-        config = {k: v for k, v in config.items() if v is not None}
+        config = {k: v for k, v in msgspec.structs.asdict(
+            config_now if data.config is UNSET else data.config).items() if v is not None}
         stype, expression = _timing(config, once)
         patch["schedule_type"] = stype
         patch["schedule_expression"] = expression
