@@ -137,6 +137,7 @@ async def test_create_disabled(api: Api) -> None:
     ({"endpoint_id": 5}, ["body", "endpoint_id"], "type_error"),
     ({"endpoint_id": ["a"]}, ["body", "endpoint_id"], "type_error"),
     ({"endpoint_id": ""}, ["body", "endpoint_id"], "string_too_short"),
+    ({"endpoint_id": "two words"}, ["body", "endpoint_id"], "string_pattern_mismatch"),
     ({"name": "x" * 201}, ["body", "name"], "string_too_long"),
     ({"max_retries": 11}, ["body", "max_retries"], "less_than_equal"),
     ({"max_retries": -1}, ["body", "max_retries"], "greater_than_equal"),

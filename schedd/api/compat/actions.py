@@ -33,6 +33,10 @@ KIND = "actions"
 WHAT = "Action"
 
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
+# endpoint_id names a worker queue: the native queue-name rule (schedd/action_config.py)
+EndpointId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$",
+                                 description=(
+    "The worker queue the runs go to, or a key of [compat] endpoints (a webhook URL)."))]
 ThreadText = Annotated[str, Meta(min_length=1, max_length=500)]
 Description = Annotated[str, Meta(max_length=2000)]
 CronText = Annotated[str, Meta(description=(
@@ -74,7 +78,7 @@ class ActionScheduleType(StrEnum):
 
 class ActionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
-    endpoint_id: Label
+    endpoint_id: EndpointId
     namespace_id: Label
     description: Description | None = None
     thread_mode: ThreadMode = ThreadMode.new_each_run
@@ -95,7 +99,7 @@ class ActionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Partial update: absent fields keep their value."""
 
     name: Name | UnsetType = UNSET
-    endpoint_id: Label | UnsetType = UNSET
+    endpoint_id: EndpointId | UnsetType = UNSET
     namespace_id: Label | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
     thread_mode: ThreadMode | UnsetType = UNSET
