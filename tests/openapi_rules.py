@@ -92,7 +92,6 @@ SEMANTIC_422: Final[dict[str, list[Rule]]] = {
     "GET " + _ACTIONS + "/{action_id}/runs": [(("query", "cursor"), r"Invalid cursor")],
     "POST " + _ACTIONS: _ACTION_FIELDS,
     "PUT " + _ACTIONS + "/{action_id}": _ACTION_FIELDS,
-    "POST " + _ACTIONS + "/{action_id}/trigger": [(("body", "payload"), ANY)],
     "POST /kragle/schedules": _KRAGLE_FIELDS,
     "PUT /kragle/schedules/{id}": _KRAGLE_FIELDS,
     "GET /v1/preview": [

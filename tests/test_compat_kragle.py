@@ -243,6 +243,10 @@ async def test_the_routes_are_in_the_openapi_document(api: Api) -> None:
     assert {"get", "post"} <= set(paths["/kragle/schedules"])
     assert "get" in paths["/kragle/schedules/byid/{id}"]
     assert "put" in paths["/kragle/schedules/{id}"]
+    # one ActionType component: a second enum of that name made Litestar rename both and
+    # left the native create's $ref dangling
+    components = (await api.client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    assert "ActionType" in components and not [n for n in components if "_ActionType" in n]
     page = {p["name"]: p for p in paths["/kragle/schedules"]["get"]["parameters"]}["page"]
     assert (page["schema"]["minimum"], page["schema"]["default"]) == (1, 1)
 

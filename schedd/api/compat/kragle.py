@@ -24,9 +24,9 @@ from msgspec import UNSET, Meta, UnsetType
 from schedd import timing
 from schedd.api.common import ERRORS, path_uuid, services_of
 from schedd.api.compat import relabel
-from schedd.api.schemas import Name
+from schedd.api.schemas import ActionType, Name
 from schedd.errors import InvalidField, NotFound
-from schedd.models import ActionType, Schedule, ScheduleExt
+from schedd.models import Schedule, ScheduleExt
 from schedd.services import Services
 
 R = Request[Any, Any, Any]
