@@ -36,6 +36,7 @@ import msgspec
 
 from schedd import auth, timing
 from schedd import sync_store as ss
+from schedd.action_config import REDACTED
 from schedd.backends import RemoteState
 from schedd.backends import external as b_external
 from schedd.backends import native as b_native
@@ -227,6 +228,30 @@ class CatalogEntry(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_
     resources: list[CatalogResource] = msgspec.field(default_factory=list)
 
 
+def write_only_keys(entry: CatalogEntry | None) -> frozenset[str]:
+    """The sourceConfig keys the provider's catalog marks `writeOnly` (its secrets: an
+    access token, a password)."""
+    if entry is None:
+        return frozenset()
+    props = entry.config_schema.get("properties")
+    if not isinstance(props, dict):
+        return frozenset()
+    return frozenset(k for k, v in props.items() if isinstance(v, dict) and v.get("writeOnly"))
+
+
+def redact_source(config: Mapping[str, Any], secret: frozenset[str]) -> dict[str, Any]:
+    """sourceConfig as a client may see it: a secret (writeOnly) value set is "********"."""
+    return {k: (REDACTED if k in secret and v is not None else v) for k, v in config.items()}
+
+
+def keep_secrets(new: Mapping[str, Any], old: Mapping[str, Any],
+                 secret: frozenset[str]) -> dict[str, Any]:
+    """A sourceConfig sent back with a secret still "********" (as GET showed it) keeps the
+    stored value, so a read-modify-write never replaces a token with the mask."""
+    return {k: (old[k] if k in secret and v == REDACTED and k in old else v)
+            for k, v in new.items()}
+
+
 def _body(*loc: str | int, msg: str, type_: str = "value_error") -> InvalidField:
     return InvalidField(("body", *loc), msg, type_)
 
@@ -383,7 +408,8 @@ class SyncService:
             schedule=None if not row.has_schedule else {
                 "scheduleType": s.schedule_type.value,
                 "scheduleExpression": s.schedule_expression, "timezone": s.timezone},
-            slug=row.slug, source_config=row.source_config, status=status,
+            slug=row.slug, status=status, source_config=redact_source(
+                row.source_config, write_only_keys(self.catalog.get(row.provider_key))),
             table_bindings=row.table_bindings, task_slug=row.task_slug,
             trigger_mode=row.trigger_mode, updated_ms=max(row.updated_ms, s.updated_ms),
             updated_by=row.updated_by,
@@ -580,11 +606,16 @@ class SyncService:
             if row is None or s is None:
                 raise NotFound("Sync")
             was_active = row.status == "active"
+            old_source = row.source_config
             for key in ("slug", "status", "trigger_mode", "execution_backend",
                         "execution_mode", "execution_config", "source_config",
                         "destination_config", "freshness_sla_seconds"):
                 if key in patch:
                     setattr(row, key, patch[key])
+            if "source_config" in patch:
+                row.source_config = keep_secrets(
+                    row.source_config, old_source,
+                    write_only_keys(self.catalog.get(row.provider_key)))
             if "entities" in patch:
                 row.entities = list(patch["entities"])
             if "table_bindings" in patch:

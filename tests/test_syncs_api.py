@@ -299,6 +299,33 @@ async def test_v1_cannot_resume_or_trigger_what_its_sync_holds(api: Api) -> None
     assert (await api.get(f"{BASE}/{s['id']}/runs")).json()["total"] == 0
 
 
+async def test_source_config_secrets_of_the_catalog_are_never_shown(api: Api) -> None:
+    """The catalog marks a provider's secrets writeOnly (shopify's accessToken): a sync
+    shows them as "********", and sending the mask back keeps the stored token."""
+    s = await create(api, providerKey="shopify", sourceConfig={
+        "shopDomain": "x.myshopify.com", "accessToken": "shpat-TOKEN-1"})
+    assert s["sourceConfig"] == {"shopDomain": "x.myshopify.com", "accessToken": "********"}
+    for r in (await api.get(f"{BASE}/{s['id']}"), await api.get(BASE)):
+        assert r.status_code == 200 and "shpat-TOKEN-1" not in r.text, r.text
+    # read-modify-write: the mask sent back keeps the token; a new value replaces it
+    r = await api.patch(f"{BASE}/{s['id']}", json={"sourceConfig": {
+        "shopDomain": "y.myshopify.com", "accessToken": "********"}})
+    assert r.status_code == 200 and "shpat-TOKEN-1" not in r.text, r.text
+    r = await api.patch(f"{BASE}/{s['id']}", json={"executionBackend": "external",
+                                                   "executionConfig": {"queue": "q"}})
+    assert r.status_code == 200, r.text
+    r = await api.post(f"{BASE}/{s['id']}/trigger", json={})
+    assert r.status_code == 202, r.text
+    claim = await api.post("/v1/worker/claim", json={"queues": ["q"], "worker_id": "w",
+                                                      "wait_seconds": 0})
+    assert claim.status_code == 200, claim.text
+    source = claim.json()["resolved_payload"]["sourceConfig"]  # the worker gets the token
+    assert source == {"shopDomain": "y.myshopify.com", "accessToken": "shpat-TOKEN-1"}
+    r = await api.patch(f"{BASE}/{s['id']}", json={"sourceConfig": {
+        "shopDomain": "y.myshopify.com", "accessToken": "shpat-TOKEN-2"}})
+    assert r.json()["sourceConfig"]["accessToken"] == "********"
+
+
 async def test_delete_sync(api: Api) -> None:
     s = await create(api, executionConfig=NOOP)
     r = await api.delete(f"{BASE}/{s['id']}")
