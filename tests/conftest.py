@@ -96,3 +96,17 @@ def schedule_body(**overrides: Any) -> dict[str, Any]:
 
 _DROP = object()
 DROP: Any = _DROP
+
+
+# The throwaway PostgreSQL server (tests/pg_kit.py): its fixtures, and a header line saying
+# whether the PostgreSQL tests run, skip or (in CI) fail here.
+try:
+    from tests.pg_kit import pg_server, pg_url, report_header
+except ImportError:
+    from pg_kit import pg_server, pg_url, report_header
+
+__all__ = ["pg_server", "pg_url"]
+
+
+def pytest_report_header() -> str:
+    return report_header()
