@@ -80,9 +80,10 @@ Conn = sqlite3.Connection
 
 
 def migrations() -> list[tuple[int, str]]:
-    """(version, sql) of every packaged migration, in order; versions are 1, 2, 3, ..."""
+    """(version, sql) of every packaged SQLite migration (schedd/migrations/sqlite/), in
+    order; versions are 1, 2, 3, ..."""
     found: list[tuple[int, str]] = []
-    for entry in resources.files("schedd.migrations").iterdir():
+    for entry in (resources.files("schedd.migrations") / "sqlite").iterdir():
         m = _MIGRATION_NAME.match(entry.name)
         if m:
             found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))

@@ -35,7 +35,6 @@ from typing import Any
 import msgspec
 
 from schedd import auth, timing
-from schedd import sync_store as ss
 from schedd.action_config import REDACTED
 from schedd.backends import RemoteState
 from schedd.backends import external as b_external
@@ -58,6 +57,7 @@ from schedd.models import (
 )
 from schedd.services import Services
 from schedd.store import Store
+from schedd.store import sqlite_syncs as ss
 
 log = logging.getLogger("schedd.syncs")
 

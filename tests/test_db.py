@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from schedd import db as dbmod
-from schedd import store as store_mod
 from schedd.db import Database
 from schedd.models import (
     ActionType,
@@ -26,7 +25,8 @@ from schedd.models import (
     ScheduleType,
     TriggerType,
 )
-from schedd.store import RUN_COLS, SCHEDULE_COLS, _values
+from schedd.store import sqlite as store_mod
+from schedd.store.sqlite import RUN_COLS, SCHEDULE_COLS, _values
 
 
 async def test_writes_are_checkpointed_by_the_checkpoint_thread(

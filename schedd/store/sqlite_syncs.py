@@ -1,6 +1,6 @@
 """The SQL of the Syncs API (tables `syncs` and `sync_runs`, migration 0003). Same habits
-as store.py: synchronous functions over the connection they are given, instants bound as
-parameters, no rules."""
+as store/sqlite.py: synchronous functions over the connection they are given, instants bound
+as parameters, no rules."""
 
 from __future__ import annotations
 
