@@ -73,14 +73,14 @@ async def test_the_engines_run_queries_read_an_index_never_the_whole_runs_table(
     # holds the whole history (millions of rows on a long-lived box).
     from engine_kit import kit
 
-    from schedd.engine import _Effects
+    from schedd.engine.effects import Effects
     async with kit(tmp_path, 1_795_338_000_000) as k:
         def traced(c: sqlite3.Connection) -> list[tuple[str, list[str]]]:
             seen: list[str] = []
             c.set_trace_callback(seen.append)
             try:
-                k.engine._recover_tx(c, 1_795_338_000_000, _Effects())
-                k.engine._expire_leases_tx(c, 1_795_338_000_000, _Effects())
+                k.engine._recover_tx(c, 1_795_338_000_000, Effects())
+                k.engine.leases.expire_tx(c, 1_795_338_000_000, Effects())
                 k.store.next_wake_ms(c, include_due_work=True)
                 k.store.active_runs_and_tallies(c, ["r-1", "r-2"])
             finally:

@@ -17,7 +17,7 @@ import pytest
 from engine_kit import Kit, kit, until
 
 from schedd import db as dbmod
-from schedd import engine as engmod
+from schedd.engine import loop as engmod
 from schedd.errors import StorageUnavailable
 from schedd.models import Run, RunStatus, ScheduleStatus
 from schedd.timing import format_ms, load_zone, parse_instant_ms

@@ -78,6 +78,27 @@ THIRD_PARTY_FORBIDDEN = {
     "entities": {"litestar", "uvicorn"},
 }
 
+# The engine's parts (schedd/engine/__init__.py): planning is pure like policies (no store,
+# no database, no asyncio, no action runner); recording and leases work inside the
+# caller's transaction through the store (claiming and recording touch no asyncio object);
+# none of them imports the loop that drives them
+# (nor the package, which re-exports the loop). Names match as prefixes: "schedd.store"
+# covers the store package's modules too.
+_PURE = {"schedd.db", "schedd.store", "schedd.engine.loop", "schedd.engine.leases",
+         "schedd.engine.recording", "schedd.engine.effects", "schedd.actions",
+         "schedd.backends", "schedd.metrics", "schedd.logs", "schedd.services",
+         "schedd.entities", "asyncio", "sqlite3", "aiohttp", "litestar"}
+ENGINE_PARTS: dict[str, set[str]] = {
+    "engine.planning": _PURE,
+    "engine.effects": {"schedd.engine.loop", "schedd.engine.leases", "schedd.engine.recording",
+                       "schedd.engine.planning", "schedd.store", "schedd.db", "sqlite3"},
+    "engine.recording": {"schedd.engine.loop", "schedd.engine.leases", "schedd.engine.claiming",
+                         "asyncio", "sqlite3"},
+    "engine.claiming": {"schedd.engine.loop", "schedd.engine.leases", "asyncio", "sqlite3"},
+    "engine.leases": {"schedd.engine.loop", "schedd.engine.claiming", "sqlite3"},
+    "engine.loop": {"sqlite3"},
+}
+
 
 def _modules() -> dict[str, Path]:
     out = {}
@@ -114,6 +135,20 @@ def test_imports_follow_the_layers(module: str) -> None:
     bad3 = third & THIRD_PARTY_FORBIDDEN.get(layer, set())
     assert not bad3, f"{module} imports {sorted(bad3)}"
 
+
+@pytest.mark.parametrize("module", sorted(ENGINE_PARTS))
+def test_the_engine_parts_stand_alone(module: str) -> None:
+    imports = _imports(_modules()[module])
+    banned = ENGINE_PARTS[module]
+    bad = {i for i in imports for f in banned if i == f or i.startswith(f + ".")}
+    if "schedd.engine.loop" in banned and "schedd.engine" in imports:
+        bad.add("schedd.engine")  # the package re-exports the loop
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_every_engine_part_has_rules() -> None:
+    parts = {m for m in _modules() if m.startswith("engine.") and m != "engine.__init__"}
+    assert parts == set(ENGINE_PARTS), "a new module of schedd/engine/ needs its rules here"
 
 @pytest.mark.parametrize("module", sorted(m for m in _modules() if m != "clock"))
 def test_only_the_clock_reads_the_system_clock(module: str) -> None:

@@ -344,8 +344,8 @@ async def test_rate_limit_counts_a_late_run_at_its_real_start(tmp_path: Path) ->
 
 async def test_a_long_missed_stretch_is_counted_whole(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from schedd import engine
-    monkeypatch.setattr(engine, "MISSED_CHUNK", 500)  # count in chunks smaller than the gap
+    from schedd.engine import planning
+    monkeypatch.setattr(planning, "MISSED_CHUNK", 500)  # count in chunks smaller than the gap
     async with kit(tmp_path, T0) as k:
         s = await k.create(schedule_type="cron", schedule_expression="* * * * *",
                            catchup_window_minutes=0)

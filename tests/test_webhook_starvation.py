@@ -184,7 +184,7 @@ async def test_a_hung_receiver_does_not_starve_healthy_ones(tmp_path: Path, clie
 async def test_the_engine_releases_slow_webhooks_only_when_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from schedd import engine as engine_mod
+    from schedd.engine import loop as engine_mod
     try:
         from tests.engine_kit import kit
     except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ on sys.path
