@@ -17,6 +17,7 @@ from schedd.api.compat import actions as compat_actions
 from schedd.api.compat import kragle as compat_kragle
 from schedd.api.compat import syncs as compat_syncs
 from schedd.api.errors import EXCEPTION_HANDLERS
+from schedd.api.fastpath import App
 from schedd.api.openapi import finalize_openapi
 from schedd.auth import token_from_headers
 from schedd.config import Settings
@@ -69,7 +70,7 @@ def create_app(
                      security=[{"bearer": []}, {"apiKey": []}])
     if syncs:
         compat.append(compat_syncs.router())
-    app = Litestar(
+    app = App(
         route_handlers=[system.healthz, system.readyz, metrics.metrics, v1, preview, *compat,
                         *extra_routes],
         template_config=template_config,
