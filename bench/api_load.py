@@ -6,7 +6,14 @@ alone and while the API serves a mixed load from another process.
     python bench/api_load.py creates --trees A,B --reps 3   # interleaved A,B,A,B,A,B; medians
     python bench/api_load.py w3 [--tree DIR] [--schedules 200] [--seconds 20] [--conns 16]
     python bench/api_load.py w3 --trees A,B --reps 2        # interleaved; medians
+    python bench/api_load.py goals [--trees A,B] [--reps 3]  # both of issue 12 §4's goals
     python bench/api_load.py client --base URL --key KEY --mix create|mixed ...  (internal)
+
+`goals` runs, per tree and repetition (trees interleaved), `creates` (16 connections,
+10 s) and `w3` (200 schedules, 20 s alone + 20 s under load), then prints one verdict
+line per tree and goal: (a) creates/s median >= 6,000, every create in the database;
+(b) W3 p99 under the mixed load <= 1.5x W3 alone (median of the per-run ratios), zero
+missing and zero doubled. Without --trees it measures this tree.
 
 `creates` starts `python -m schedd serve` (from DIR when given: PYTHONPATH=DIR, so two
 trees can be compared with one interpreter) on a fresh database in a temporary directory
@@ -374,6 +381,48 @@ async def w3_main(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+GOAL_CREATES_PER_S = 6000.0
+GOAL_W3_RATIO = 1.5
+
+
+async def goals_main(a: argparse.Namespace) -> None:
+    """Both goals of issue 12 §4, trees interleaved (see the module docstring)."""
+    trees = [t for t in a.trees.split(",") if t] or [str(HERE.parent)]
+    creates: dict[str, list[dict[str, Any]]] = {t: [] for t in trees}
+    w3: dict[str, list[dict[str, Any]]] = {t: [] for t in trees}
+    for _ in range(a.reps):
+        for t in trees:
+            a.tree = t
+            a.conns, a.seconds = 16, a.creates_seconds
+            creates[t].append(await creates_main(a))
+            a.seconds, a.schedules = a.w3_seconds, 200
+            w3[t].append(await w3_main(a))
+    for t in trees:
+        c, w = creates[t], w3[t]
+        per_s = statistics.median(x["creates_per_s"] for x in c)
+        lost = sum(x["missing_in_db"] for x in c)
+        ratio = statistics.median(x["p99_ratio"] for x in w)
+        missing = sum(x["alone"]["missing"] + x["under_load"]["missing"] for x in w)
+        doubled = sum(x["alone"]["doubled"] + x["under_load"]["doubled"] for x in w)
+        print(json.dumps({
+            "tree": t, "reps": a.reps,
+            "a_creates_per_s": [x["creates_per_s"] for x in c],
+            "a_daemon_cpu_us_per_create": [x["daemon_cpu_us_per_create"] for x in c],
+            "a_missing_in_db": lost,
+            "b_alone_p99_ms": [x["alone"]["p99_ms"] for x in w],
+            "b_under_load_p99_ms": [x["under_load"]["p99_ms"] for x in w],
+            "b_p99_ratio": [x["p99_ratio"] for x in w],
+            "b_api_req_per_s": [x["load"]["per_s"] for x in w],
+            "b_missing": missing, "b_doubled": doubled}), flush=True)
+        ok_a = per_s >= GOAL_CREATES_PER_S and lost == 0
+        ok_b = ratio <= GOAL_W3_RATIO and missing == 0 and doubled == 0
+        print(f"GOAL a {t}: {per_s:,.0f} creates/s (median of {len(c)}), {lost} lost"
+              f" -> {'met' if ok_a else 'NOT met'} (>= {GOAL_CREATES_PER_S:,.0f}/s)", flush=True)
+        print(f"GOAL b {t}: W3 p99 under load / alone = {ratio:.2f} (median of {len(w)}),"
+              f" {missing} missing, {doubled} doubled -> {'met' if ok_b else 'NOT met'}"
+              f" (<= {GOAL_W3_RATIO}x, 0 missing)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -390,6 +439,11 @@ def main() -> None:
     w.add_argument("--conns", type=int, default=16)
     w.add_argument("--trees", default="", help="A,B: compare trees, interleaved")
     w.add_argument("--reps", type=int, default=1)
+    g = sub.add_parser("goals")
+    g.add_argument("--trees", default="", help="A,B: compare trees, interleaved")
+    g.add_argument("--reps", type=int, default=3)
+    g.add_argument("--creates-seconds", type=float, default=10.0)
+    g.add_argument("--w3-seconds", type=int, default=20)
     cl = sub.add_parser("client")
     cl.add_argument("--base", required=True)
     cl.add_argument("--key", required=True)
@@ -407,7 +461,11 @@ def main() -> None:
     import uvloop  # schedd's own dependency
 
     run = uvloop.run
-    if a.cmd == "creates" and a.trees:
+    if a.cmd == "goals":
+        if max(a.creates_seconds, a.w3_seconds) > 120:
+            ap.error("--creates-seconds and --w3-seconds are at most 120")
+        run(goals_main(a))
+    elif a.cmd == "creates" and a.trees:
         run(creates_ab(a))
     elif a.cmd == "w3" and a.trees:
         run(w3_ab(a))
