@@ -164,6 +164,18 @@ class Services:
         if self.engine is not None and due_ms is not None:
             self.engine.wake(due_ms)
 
+    async def database_readiness(self) -> tuple[bool, str]:
+        """(ok, what /readyz says of the database): it answers a read, and no write has
+        failed since the last one that succeeded."""
+        try:
+            await self.db.read(self.store.ping)
+        except Exception as exc:
+            return False, f"error: {type(exc).__name__}"
+        fault = self.db.fault
+        if fault is not None:
+            return False, f"not writable ({fault.kind}): {fault.message}"
+        return True, "ok"
+
     def engine_readiness(self) -> tuple[bool, dict[str, Any]]:
         if self.engine is None:
             return False, {"alive": False}

@@ -116,7 +116,7 @@ class Kit:
         for k, v in cond.items():
             where.append(f"{k} = ?")
             params.append(v)
-        return await self.db.read(self.store.runs_where, " AND ".join(where), params,
+        return await self.db.read(self.store._runs_where, " AND ".join(where), params,
                                   limit=10**7)
 
     async def schedule(self, schedule_id: str) -> Schedule:

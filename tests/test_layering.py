@@ -5,6 +5,7 @@ Litestar, and only clock.py reads the system clock."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,35 @@ def test_the_engine_parts_stand_alone(module: str) -> None:
 def test_every_engine_part_has_rules() -> None:
     parts = {m for m in _modules() if m.startswith("engine.") and m != "engine.__init__"}
     assert parts == set(ENGINE_PARTS), "a new module of schedd/engine/ needs its rules here"
+
+# Issue 16: the engine and the use cases reach the database only through the store's
+# typed methods; no SQL text or connection type crosses it (a PostgreSQL store must be
+# able to stand behind the same calls).
+_BEHIND_THE_STORE = {"engine", "services", "syncs", "entities", "api", "console"}
+_SQL = re.compile(r"\b(SELECT\s.*\bFROM\b|SELECT\s+1\b|INSERT\s+INTO|UPDATE\s+\w+\s+SET|"
+                  r"DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|PRAGMA\s)")
+_STATEMENT_CALLS = {"execute", "executemany", "executescript", "fetch_one", "fetch_all",
+                    "runs_where", "_runs_where"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in _modules()
+                                          if _layer(m) in _BEHIND_THE_STORE))
+def test_no_sql_crosses_the_store(module: str) -> None:
+    tree = ast.parse(_modules()[module].read_text())
+    sql = [n.value[:60] for n in ast.walk(tree)
+           if isinstance(n, ast.Constant) and isinstance(n.value, str) and _SQL.search(n.value)]
+    assert not sql, f"{module} holds SQL text: {sql}"
+    calls = [n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr in _STATEMENT_CALLS]
+    assert not calls, f"{module} runs statements itself: {calls}"
+
+
+def test_the_sql_check_sees_sql() -> None:
+    for text in ("SELECT 1", "SELECT id FROM runs WHERE x = ?", "UPDATE runs SET a = 1",
+                 "INSERT INTO runs VALUES (?)", "DELETE FROM runs"):
+        assert _SQL.search(text), text
+    for text in ("select a schedule from the list", "Run is already cancelled"):
+        assert not _SQL.search(text), text
 
 @pytest.mark.parametrize("module", sorted(m for m in _modules() if m != "clock"))
 def test_only_the_clock_reads_the_system_clock(module: str) -> None:

@@ -151,7 +151,7 @@ async def test_a_hung_receiver_does_not_starve_healthy_ones(tmp_path: Path, clie
             # outcomes that came in after the last cycle
             await engine.tick(T + 76_000)
 
-            runs = await db.read(store.runs_where, "1 = 1", [], limit=10**6)
+            runs = await db.read(store._runs_where, "1 = 1", [], limit=10**6)
             ok_runs = [r for r in runs if r.resolved_payload
                        and f":{healthy.port}/" in r.resolved_payload["url"]]
             hung_runs = [r for r in runs if r.resolved_payload

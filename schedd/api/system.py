@@ -32,17 +32,7 @@ async def readyz(request: R) -> Response[dict[str, Any]]:
     503 otherwise (while the last write failed: disk full, read-only, locked, I/O error)."""
     svc = services_of(request)
     info: dict[str, Any] = {}
-    ok = True
-    try:
-        await svc.db.fetch_one("SELECT 1")
-        info["database"] = "ok"
-    except Exception as exc:
-        ok = False
-        info["database"] = f"error: {type(exc).__name__}"
-    fault = svc.db.fault
-    if fault is not None and ok:
-        ok = False
-        info["database"] = f"not writable ({fault.kind}): {fault.message}"
+    ok, info["database"] = await svc.database_readiness()
     readiness = getattr(request.app.state, "readiness", None)
     if readiness is not None:
         loop_ok, loop_info = readiness()

@@ -119,9 +119,7 @@ class WorkerLeases:
 
     def expire_tx(self, c: Conn, now: int, fx: Effects) -> None:
         """Fail the runs whose lease ended without a heartbeat (oldest first, a batch)."""
-        expired = self.store.runs_where(
-            c, "status = 'running' AND lease_until_ms IS NOT NULL AND lease_until_ms <= ?",
-            (now,), order="lease_until_ms", limit=EXPIRE_BATCH)
+        expired = self.store.expired_leases(c, now, EXPIRE_BATCH)
         if expired:
             self.recorder.record_tx(c, [
                 (r, Outcome(ok=False, error_code="heartbeat_timeout",

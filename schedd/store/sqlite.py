@@ -190,6 +190,10 @@ class Store:
             (key_id, tenant_id, prefix, key_hash, now_ms),
         )
 
+    def ping(self, c: Conn) -> None:
+        """A trivial read: the database answers."""
+        _all(c, "SELECT 1")
+
     def count_keys(self, c: Conn) -> int:
         return int(_all(c, "SELECT count(*) FROM api_keys")[0][0])
 
@@ -546,8 +550,10 @@ class Store:
         )
         return [run_from_row(r) for r in rows], int(total)
 
-    def runs_where(self, c: Conn, cond: str, params: Sequence[Any], *, order: str = "seq",
-                   limit: int = 10_000) -> list[Run]:
+    def _runs_where(self, c: Conn, cond: str, params: Sequence[Any], *, order: str = "seq",
+                    limit: int = 10_000) -> list[Run]:
+        """Runs matching an SQL condition: the store's own helper (and the test kit's);
+        nothing outside the store passes SQL text in."""
         rows = _all(c, f"SELECT {_R_SELECT} FROM runs WHERE {cond} ORDER BY {order} LIMIT ?",
                     [*params, limit])
         return [run_from_row(r) for r in rows]
@@ -620,7 +626,7 @@ class Store:
     def claim_queued_run(self, c: Conn, tenant_id: str, queues: Sequence[str],
                          now_ms: int) -> Run | None:
         """The oldest due pending run of these worker queues."""
-        found = self.runs_where(
+        found = self._runs_where(
             c,
             f"tenant_id = ? AND status = 'pending' AND waiting = 0 AND queue IN"
             f" ({','.join('?' * len(queues))}) AND due_ms <= ?",
@@ -632,7 +638,7 @@ class Store:
 
     def due_pending_runs(self, c: Conn, now_ms: int, limit: int) -> list[Run]:
         """Pending runs the engine starts itself (not worker-queued), due by now."""
-        return self.runs_where(
+        return self._runs_where(
             c, "status = 'pending' AND queue IS NULL AND waiting = 0 AND due_ms <= ?",
             (now_ms,), order="due_ms", limit=limit,
         )
@@ -641,11 +647,17 @@ class Store:
                        record_key: str | None = None) -> list[Run]:
         """Pending or running runs of one schedule (or of one record of it), oldest first."""
         if record_key is not None:
-            return self.runs_where(
+            return self._runs_where(
                 c, "schedule_id = ? AND record_key = ? AND status IN ('pending', 'running')",
                 (schedule_id, record_key))
-        return self.runs_where(
+        return self._runs_where(
             c, "schedule_id = ? AND status IN ('pending', 'running')", (schedule_id,))
+
+    def expired_leases(self, c: Conn, now_ms: int, limit: int) -> list[Run]:
+        """Running runs leased to a worker whose lease ended by now, the oldest lease first."""
+        return self._runs_where(
+            c, "status = 'running' AND lease_until_ms IS NOT NULL AND lease_until_ms <= ?",
+            (now_ms,), order="lease_until_ms", limit=limit)
 
     def cancel_pending_runs_of_records(self, c: Conn, schedule_id: str, keys: Sequence[str],
                                        now_ms: int, reason: str) -> None:
