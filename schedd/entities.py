@@ -17,7 +17,6 @@ import msgspec
 
 from schedd import planning, policies, timing
 from schedd.clock import Clock
-from schedd.db import Conn
 from schedd.engine import missed_run
 from schedd.errors import Conflict, InvalidField, NotFound
 from schedd.models import (
@@ -28,7 +27,7 @@ from schedd.models import (
     ScheduleStatus,
     new_id,
 )
-from schedd.store import Store
+from schedd.store import Store, Tx
 
 log = logging.getLogger("schedd.entities")
 
@@ -75,7 +74,7 @@ class Planner:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def replan_records(self, c: Conn, plans: Sequence[tuple[Schedule, planning.RelativePlan]],
+    def replan_records(self, c: Tx, plans: Sequence[tuple[Schedule, planning.RelativePlan]],
                        items: Sequence[tuple[str, Mapping[str, Any]]], now: int,
                        new_keys: set[str] | None = None) -> None:
         """Records were written: plan each one's occurrence for each schedule. Keys in
@@ -87,7 +86,7 @@ class Planner:
             self._apply(c, s, plan, items, rows, now)
             self._set_next(c, s, now)
 
-    def _apply(self, c: Conn, s: Schedule, plan: planning.RelativePlan,
+    def _apply(self, c: Tx, s: Schedule, plan: planning.RelativePlan,
                items: Sequence[tuple[str, Mapping[str, Any]]],
                rows: Mapping[str, tuple[int | None, int | None]], now: int) -> None:
         writes: list[tuple[str, int | None, int | None]] = []
@@ -107,7 +106,7 @@ class Planner:
         self.store.write_occurrences(c, s.id, writes)
         self.store.delete_occurrences(c, s.id, drops)
 
-    def replan_schedule(self, c: Conn, s: Schedule, d: EntityDefinition, now: int) -> None:
+    def replan_schedule(self, c: Tx, s: Schedule, d: EntityDefinition, now: int) -> None:
         """A relative schedule was created or its timing changed: plan every record of its
         definition, a page at a time (all in the caller's transaction)."""
         plan = plan_of(s, d)
@@ -121,7 +120,7 @@ class Planner:
             after = page[-1][0]
         s.next_run_ms = planning.next_run_of(self.store.earliest_occurrence(c, s.id), s.end_ms)
 
-    def miss_passed(self, c: Conn, s: Schedule, now: int) -> list[Run]:
+    def miss_passed(self, c: Tx, s: Schedule, now: int) -> list[Run]:
         """A relative schedule resumes: its occurrences that passed while it was paused are
         not caught up; each is recorded missed (per record) and marked fired."""
         missed: list[Run] = []
@@ -137,7 +136,7 @@ class Planner:
         self.store.insert_runs(c, missed)
         return missed
 
-    def drop_records(self, c: Conn, schedules: Sequence[Schedule], keys: Sequence[str],
+    def drop_records(self, c: Tx, schedules: Sequence[Schedule], keys: Sequence[str],
                      now: int) -> None:
         """Records were deleted: their pending occurrences and not-yet-started runs go."""
         for s in schedules:
@@ -145,7 +144,7 @@ class Planner:
             self.store.cancel_pending_runs_of_records(c, s.id, keys, now, "record deleted")
             self._set_next(c, s, now)
 
-    def _set_next(self, c: Conn, s: Schedule, now: int) -> None:
+    def _set_next(self, c: Tx, s: Schedule, now: int) -> None:
         if s.status is ScheduleStatus.completed:
             return
         nxt = planning.next_run_of(self.store.earliest_occurrence(c, s.id), s.end_ms)
@@ -173,7 +172,7 @@ class Entities:
                              description=description, fields=dict(fields), created_ms=now,
                              updated_ms=now)
 
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             if self.store.definition_name_taken(c, tenant_id, name):
                 raise Conflict(f"An entity definition named {name!r} already exists")
             self.store.insert_definition(c, d)
@@ -201,7 +200,7 @@ class Entities:
             planning.check_fields(patch["fields"], ("body", "fields"), allow_null=True)
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> EntityDefinition:
+        def tx(c: Tx) -> EntityDefinition:
             d = self._definition(c, tenant_id, definition_id)
             if "description" in patch:
                 d.description = patch["description"]
@@ -238,7 +237,7 @@ class Entities:
         return await self.db.write(tx)
 
     async def delete_definition(self, tenant_id: str, definition_id: str) -> None:
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             d = self._definition(c, tenant_id, definition_id)
             users = self.store.schedules_of_definition(c, d.id)
             if users:
@@ -248,13 +247,13 @@ class Entities:
 
         await self.db.write(tx)
 
-    def _definition(self, c: Conn, tenant_id: str, definition_id: str) -> EntityDefinition:
+    def _definition(self, c: Tx, tenant_id: str, definition_id: str) -> EntityDefinition:
         d = self.store.get_definition(c, tenant_id, definition_id)
         if d is None:
             raise NotFound("Entity definition")
         return d
 
-    def _plans(self, c: Conn, d: EntityDefinition
+    def _plans(self, c: Tx, d: EntityDefinition
                ) -> list[tuple[Schedule, planning.RelativePlan]]:
         return [(s, plan_of(s, d)) for s in self.store.schedules_of_definition(c, d.id)
                 if s.status is not ScheduleStatus.completed]
@@ -266,7 +265,7 @@ class Entities:
         check_key(key, ("path", "key"))
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> tuple[EntityRecord, bool, list[int | None]]:
+        def tx(c: Tx) -> tuple[EntityRecord, bool, list[int | None]]:
             d = self._definition(c, tenant_id, definition_id)
             planning.check_data(d.fields, data, ("body", "data"))
             old = self.store.get_record(c, d.id, key)
@@ -286,7 +285,7 @@ class Entities:
     async def get_record(self, tenant_id: str, definition_id: str, key: str) -> EntityRecord:
         check_key(key, ("path", "key"))
 
-        def read(c: Conn) -> EntityRecord:
+        def read(c: Tx) -> EntityRecord:
             d = self._definition(c, tenant_id, definition_id)
             rec = self.store.get_record(c, d.id, key)
             if rec is None:
@@ -299,7 +298,7 @@ class Entities:
         check_key(key, ("path", "key"))
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             d = self._definition(c, tenant_id, definition_id)
             if not self.store.delete_records(c, d.id, [key]):
                 raise NotFound("Record")
@@ -311,7 +310,7 @@ class Entities:
 
     async def list_records(self, tenant_id: str, definition_id: str, after: str | None,
                            limit: int) -> tuple[list[EntityRecord], str | None]:
-        def read(c: Conn) -> tuple[list[EntityRecord], str | None]:
+        def read(c: Tx) -> tuple[list[EntityRecord], str | None]:
             d = self._definition(c, tenant_id, definition_id)
             page = self.store.list_records(c, d.id, after, limit + 1)
             more = len(page) > limit
@@ -352,7 +351,7 @@ class Entities:
         encoded = [(k, _enc.encode(data).decode()) for k, data in items]
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> tuple[int, int, list[int | None]]:
+        def tx(c: Tx) -> tuple[int, int, list[int | None]]:
             d = self._definition(c, tenant_id, definition_id)
             fields = d.fields
             for i, (_, data) in enumerate(items):

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from schedd import action_config, auth, planning, timing
 from schedd.clock import Clock
 from schedd.config import Settings
-from schedd.db import Conn
 from schedd.engine import Engine, merge_config, missed_note, missed_run
 from schedd.entities import Entities, due_of, occurrence_preview
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
@@ -38,7 +37,7 @@ from schedd.models import (
     ScheduleType,
     new_id,
 )
-from schedd.store import Store
+from schedd.store import Store, Tx
 
 if TYPE_CHECKING:
     from schedd.syncs import SyncService
@@ -191,7 +190,7 @@ class Services:
         key = auth.generate_key()
         key_id = str(uuid.uuid4())
 
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             tenant_id = self.store.tenant_id_by_name(c, name)
             if tenant_id is None:
                 tenant_id = str(uuid.uuid4())
@@ -502,7 +501,7 @@ class Services:
             s.status = ScheduleStatus.paused
             s.paused_reason = PAUSED_MANUAL
 
-        def tx(c: Conn) -> Schedule | None:
+        def tx(c: Tx) -> Schedule | None:
             if s.deduplication_key is not None:
                 existing = self.store.find_by_dedup_key(c, tenant_id, s.deduplication_key)
                 if existing is not None:
@@ -528,7 +527,7 @@ class Services:
         except timing.TimingError as exc:
             raise _body("schedule_expression", str(exc)) from None
 
-    def _relative_definition(self, c: Conn, s: Schedule) -> EntityDefinition:
+    def _relative_definition(self, c: Tx, s: Schedule) -> EntityDefinition:
         """Check a relative schedule's definition, field and filter; its definition."""
         if s.relative_entity_definition_id is None:
             raise _body("relative_entity_definition_id", "required for a relative schedule",
@@ -587,7 +586,7 @@ class Services:
         self._wake(s.next_run_ms)
         return s
 
-    def _update_tx(self, c: Conn, tenant_id: str, schedule_id: str, patch: Mapping[str, Any],
+    def _update_tx(self, c: Tx, tenant_id: str, schedule_id: str, patch: Mapping[str, Any],
                    now: int, ext_data: dict[str, Any] | None = None) -> Schedule:
         s = self.store.get_schedule(c, tenant_id, schedule_id)
         if s is None:
@@ -659,7 +658,7 @@ class Services:
         self.store.update_schedule(c, s)
         return s
 
-    def _update_relative_tx(self, c: Conn, s: Schedule, d: EntityDefinition,
+    def _update_relative_tx(self, c: Tx, s: Schedule, d: EntityDefinition,
                             patch: Mapping[str, Any], now: int) -> Schedule:
         """A relative schedule's update: a timing change (expression, timezone, field,
         offset, filter) re-plans every record; a resume misses what passed while paused."""
@@ -686,7 +685,7 @@ class Services:
         self.store.update_schedule(c, s)
         return s
 
-    def _miss_paused(self, c: Conn, s: Schedule, now: int) -> None:
+    def _miss_paused(self, c: Tx, s: Schedule, now: int) -> None:
         missed = self.entities.planner.miss_passed(c, s, now)
         if missed:
             log.warning("schedule %s missed %d record occurrence(s) while paused", s.id,
@@ -696,7 +695,7 @@ class Services:
         s.next_run_ms = planning.next_run_of(self.store.earliest_occurrence(c, s.id),
                                                  s.end_ms)
 
-    def _replan(self, c: Conn, s: Schedule, now: int, *, resuming: bool,
+    def _replan(self, c: Tx, s: Schedule, now: int, *, resuming: bool,
                       retimed: bool) -> None:
         """Plan next_run_at from now after a resume or a timing change. Paused time is not
         caught up: a once-time that passed while paused is recorded as missed. A timing
@@ -735,7 +734,7 @@ class Services:
     async def delete_schedule(self, tenant_id: str, schedule_id: str) -> None:
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             if self.store.get_schedule(c, tenant_id, schedule_id) is None:
                 raise NotFound("Schedule")
             self.store.cancel_pending_runs_of(c, schedule_id, now, "schedule deleted")
@@ -746,7 +745,7 @@ class Services:
     async def pause_schedule(self, tenant_id: str, schedule_id: str) -> Schedule:
         return await self.db.write(self._pause_tx, tenant_id, schedule_id, self.clock.now_ms())
 
-    def _not_completed(self, c: Conn, tenant_id: str, schedule_id: str, verb: str) -> Schedule:
+    def _not_completed(self, c: Tx, tenant_id: str, schedule_id: str, verb: str) -> Schedule:
         s = self.store.get_schedule(c, tenant_id, schedule_id)
         if s is None:
             raise NotFound("Schedule")
@@ -754,7 +753,7 @@ class Services:
             raise Conflict(f"Schedule is completed; it cannot be {verb}")
         return s
 
-    def _pause_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
+    def _pause_tx(self, c: Tx, tenant_id: str, schedule_id: str, now: int) -> Schedule:
         s = self._not_completed(c, tenant_id, schedule_id, "paused")
         if s.status is ScheduleStatus.active:
             s.status = ScheduleStatus.paused
@@ -768,7 +767,7 @@ class Services:
         self._wake(s.next_run_ms)
         return s
 
-    def _resume_tx(self, c: Conn, tenant_id: str, schedule_id: str, now: int) -> Schedule:
+    def _resume_tx(self, c: Tx, tenant_id: str, schedule_id: str, now: int) -> Schedule:
         s = self._not_completed(c, tenant_id, schedule_id, "resumed")
         if s.status is ScheduleStatus.paused and s.schedule_type is ScheduleType.relative:
             self._resumed(s)
@@ -862,7 +861,7 @@ class Services:
                           limit: int) -> list[Occurrence]:
         """The pending occurrences, soonest first: a relative schedule's rows; for the
         other types, the next fire times from next_run_at on."""
-        def read(c: Conn) -> list[Occurrence]:
+        def read(c: Tx) -> list[Occurrence]:
             s = self.store.get_schedule(c, tenant_id, schedule_id)
             if s is None:
                 raise NotFound("Schedule")

@@ -43,7 +43,6 @@ from schedd.backends import prefect as b_prefect
 from schedd.backends import temporal as b_temporal
 from schedd.clock import Clock
 from schedd.config import Settings
-from schedd.db import Conn
 from schedd.errors import ConfigError, Conflict, InvalidField, NotFound
 from schedd.models import (
     ActionType,
@@ -56,7 +55,7 @@ from schedd.models import (
     new_id,
 )
 from schedd.services import Services
-from schedd.store import Store
+from schedd.store import Store, Tx
 from schedd.store import sqlite_syncs as ss
 
 log = logging.getLogger("schedd.syncs")
@@ -384,7 +383,7 @@ class SyncService:
         return None
 
     # ------------------------------------------------------------------ reads
-    def _view(self, c: Conn, row: ss.SyncRow, s: Schedule, now: int) -> SyncView:
+    def _view(self, c: Tx, row: ss.SyncRow, s: Schedule, now: int) -> SyncView:
         status = _resolved_status(row, s)
         last_ok = ss.last_success_ms(c, row.id)
         last_error: str | None = None
@@ -430,7 +429,7 @@ class SyncService:
     async def get(self, tenant_id: str, sync_id: str) -> SyncView:
         now = self.clock.now_ms()
 
-        def rd(c: Conn) -> SyncView:
+        def rd(c: Tx) -> SyncView:
             row = ss.get_sync(c, tenant_id, sync_id)
             s = None if row is None else self.store.get_schedule(c, tenant_id, sync_id)
             if row is None or s is None:
@@ -444,7 +443,7 @@ class SyncService:
                    ) -> tuple[list[SyncView], int]:
         now = self.clock.now_ms()
 
-        def rd(c: Conn) -> tuple[list[SyncView], int]:
+        def rd(c: Tx) -> tuple[list[SyncView], int]:
             ids, total = ss.list_syncs(c, tenant_id, q=q, statuses=statuses,
                                        providers=providers, limit=limit, offset=offset)
             by_id = ss.syncs_by_ids(c, ids)
@@ -500,7 +499,7 @@ class SyncService:
             })
         return out
 
-    def _apply_state(self, c: Conn, row: ss.SyncRow, s: Schedule, now: int, *,
+    def _apply_state(self, c: Tx, row: ss.SyncRow, s: Schedule, now: int, *,
                      reactivate: bool, retimed: bool) -> None:
         """Make the schedule's status follow the sync's status and trigger mode."""
         fires = (row.status == "active" and row.trigger_mode == "scheduled"
@@ -567,7 +566,7 @@ class SyncService:
         s.next_run_ms = self._plan(s, now)
         self._apply_state_new(row, s)
 
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             self.store.insert_schedule(c, s)
             ss.insert_sync(c, row)
 
@@ -600,7 +599,7 @@ class SyncService:
             raise _body("status", msg="error is set by schedd (auto-pause); set active to "
                         "resume the sync")
 
-        def tx(c: Conn) -> tuple[bool, int | None]:
+        def tx(c: Tx) -> tuple[bool, int | None]:
             row = ss.get_sync(c, tenant_id, sync_id)
             s = None if row is None else self.store.get_schedule(c, tenant_id, sync_id)
             if row is None or s is None:
@@ -661,7 +660,7 @@ class SyncService:
         return await self.get(tenant_id, sync_id)
 
     async def delete(self, tenant_id: str, sync_id: str) -> None:
-        def rd(c: Conn) -> bool:
+        def rd(c: Tx) -> bool:
             return ss.get_sync(c, tenant_id, sync_id) is not None
 
         if not await self.db.read(rd):
@@ -673,7 +672,7 @@ class SyncService:
 
     # ------------------------------------------------------------------ runs
     def _sync_run_tx(self, run_mode: str, triggered_by: str) -> Any:
-        def also(c: Conn, run: Run) -> None:
+        def also(c: Tx, run: Run) -> None:
             ss.upsert_sync_run(c, run.id, run_mode=run_mode, triggered_by=triggered_by)
             if run.queue is not None and isinstance(run.resolved_payload, dict):
                 run.resolved_payload = {**run.resolved_payload, "runMode": run_mode,
@@ -684,7 +683,7 @@ class SyncService:
         s = await self.services.get_schedule(tenant_id, sync_id)
         base = self._sync_run_tx("incremental", "on_create")
 
-        def also(c: Conn, run: Run) -> None:
+        def also(c: Tx, run: Run) -> None:
             row = ss.get_sync(c, tenant_id, sync_id)
             if row is None or row.on_create_fired:
                 raise Conflict("on_create already fired")
@@ -720,7 +719,7 @@ class SyncService:
 
     async def list_runs(self, tenant_id: str, sync_id: str, *, limit: int, offset: int
                         ) -> tuple[list[SyncRunView], int]:
-        def rd(c: Conn) -> tuple[list[SyncRunView], int]:
+        def rd(c: Tx) -> tuple[list[SyncRunView], int]:
             row = ss.get_sync(c, tenant_id, sync_id)
             if row is None:
                 raise NotFound("Sync")
@@ -730,7 +729,7 @@ class SyncService:
 
         return await self.db.read(rd)
 
-    def _run_views(self, c: Conn, runs: Sequence[Run], syncs: Mapping[str, ss.SyncRow]
+    def _run_views(self, c: Tx, runs: Sequence[Run], syncs: Mapping[str, ss.SyncRow]
                    ) -> list[SyncRunView]:
         extra = ss.sync_runs_by_ids(c, [r.id for r in runs]
                                     + [r.attempt_root_run_id for r in runs])
@@ -789,7 +788,7 @@ class SyncService:
         )
 
     async def get_run(self, tenant_id: str, run_id: str) -> SyncRunView:
-        def rd(c: Conn) -> SyncRunView:
+        def rd(c: Tx) -> SyncRunView:
             run = self.store.get_run(c, tenant_id, run_id)
             if run is None:
                 raise NotFound("Run")
@@ -825,7 +824,7 @@ class SyncService:
 
     # ------------------------------------------------------------------ backends' port
     async def run_mode(self, run_id: str) -> str:
-        def rd(c: Conn) -> str:
+        def rd(c: Tx) -> str:
             run = self.store.get_run(c, None, run_id)
             ids = [run_id] + ([] if run is None else [run.attempt_root_run_id])
             found = ss.sync_runs_by_ids(c, ids)

@@ -171,6 +171,11 @@ def test_no_sql_crosses_the_store(module: str) -> None:
     calls = [n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call)
              and isinstance(n.func, ast.Attribute) and n.func.attr in _STATEMENT_CALLS]
     assert not calls, f"{module} runs statements itself: {calls}"
+    # the transaction handle is the store's opaque Tx, not a database connection type
+    conn = {i for i in _imports(_modules()[module])
+            if i in ("sqlite3", "psycopg", "asyncpg", "schedd.db")
+            or i.startswith(("psycopg.", "asyncpg."))}
+    assert not conn, f"{module} imports {sorted(conn)}: take schedd.store.Tx"
 
 
 def test_the_sql_check_sees_sql() -> None:

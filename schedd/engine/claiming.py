@@ -17,7 +17,6 @@ from typing import Any
 
 from schedd.actions import Prepared
 from schedd.backends import Runner
-from schedd.db import Conn
 from schedd.engine.effects import Effects
 from schedd.engine.planning import (
     PER_SCHEDULE_CAP,
@@ -40,7 +39,7 @@ from schedd.models import (
     ScheduleType,
 )
 from schedd.outcomes import Outcome
-from schedd.store import Store
+from schedd.store import Store, Tx
 
 START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
 
@@ -54,7 +53,7 @@ class Preparer:
         self.store = store
         self.runner = runner
 
-    def resolve_queued(self, c: Conn, run: Run) -> None:
+    def resolve_queued(self, c: Tx, run: Run) -> None:
         """The payload of a new pending run of a worker queue (an automatic retry),
         resolved in the transaction that inserts it (the Recorder's ResolveQueued)."""
         s = self.store.get_schedule(c, None, run.schedule_id)
@@ -62,7 +61,7 @@ class Preparer:
             recs = self.records_of(c, {s.id: s}, [run])
             run.resolved_payload = self.prepare(run, s, recs).resolved
 
-    def records_of(self, c: Conn, schedules: dict[str, Schedule],
+    def records_of(self, c: Tx, schedules: dict[str, Schedule],
                     runs: Sequence[Run]) -> dict[tuple[str, str], dict[str, Any]]:
         """(schedule id, record key) -> the record's data now, for the runs of relative
         schedules among `runs` (one indexed read per definition)."""
@@ -100,7 +99,7 @@ class Claimer:
         self.preparer = preparer
         self.recorder = recorder
 
-    def start_pending_tx(self, c: Conn, now: int, limit: int, fx: Effects) -> None:
+    def start_pending_tx(self, c: Tx, now: int, limit: int, fx: Effects) -> None:
         runs = self.store.due_pending_runs(c, now, limit)
         if not runs:
             return
@@ -127,7 +126,7 @@ class Claimer:
         if len(runs) == limit:
             fx.more = True
 
-    def claim_tx(self, c: Conn, now: int, limit: int, fx: Effects) -> None:
+    def claim_tx(self, c: Tx, now: int, limit: int, fx: Effects) -> None:
         due = self.store.due_schedules(c, now, limit)
         if not due:
             return
@@ -208,7 +207,7 @@ class Claimer:
                     fx.note(logging.INFO, "schedule %s completed and was deleted", sid)
         fx.ended.extend(r for r in new_runs if r.status in FINISHED)
 
-    def _plan_relative_tx(self, c: Conn, s: Schedule, now: int, cap: int, out: list[Run],
+    def _plan_relative_tx(self, c: Tx, s: Schedule, now: int, cap: int, out: list[Run],
                           fx: Effects, planned: list[int]) -> int:
         """Claim a relative schedule's due occurrences (at most `cap`), found through the
         occurrences_due index: each becomes a run of its record (or a missed or skipped

@@ -15,13 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from schedd.clock import Clock
-from schedd.db import Conn, Database
 from schedd.engine.effects import Effects, log_run
 from schedd.engine.recording import Recorder
 from schedd.errors import Conflict, NotFound
 from schedd.models import Run, RunStatus
 from schedd.outcomes import Outcome
-from schedd.store import Store
+from schedd.store import Store, Tx
 
 LEASE_COLS = ("status", "started_ms", "worker_id", "lease_until_ms", "last_heartbeat_ms")
 EXPIRE_BATCH = 1000  # expired leases failed per cycle
@@ -31,10 +30,10 @@ class WorkerLeases:
     """The worker side of the engine. `apply` runs an Effects after its commit (the loop's
     Engine._apply); `wake(ms)` tells the loop something is due at ms."""
 
-    def __init__(self, db: Database, store: Store, clock: Clock, recorder: Recorder,
+    def __init__(self, store: Store, clock: Clock, recorder: Recorder,
                  apply: Callable[[Effects], None],
                  wake: Callable[[int | None], None]) -> None:
-        self.db = db
+        self.db = store.db
         self.store = store
         self.clock = clock
         self.recorder = recorder
@@ -55,7 +54,7 @@ class WorkerLeases:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
 
-        def tx(c: Conn, now: int) -> Run | None:
+        def tx(c: Tx, now: int) -> Run | None:
             run = self.store.claim_queued_run(c, tenant_id, queues, now)
             if run is not None:
                 run.status = RunStatus.running
@@ -84,7 +83,7 @@ class WorkerLeases:
         """Extend the lease; (run, True) when the run was cancelled meanwhile."""
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> tuple[Run, bool]:
+        def tx(c: Tx) -> tuple[Run, bool]:
             run = self._worker_run(c, tenant_id, run_id, worker_id)
             if run.status is RunStatus.cancelled:
                 return run, True
@@ -102,7 +101,7 @@ class WorkerLeases:
         now = self.clock.now_ms()
         fx = Effects()
 
-        def tx(c: Conn) -> Run:
+        def tx(c: Tx) -> Run:
             run = self._worker_run(c, tenant_id, run_id, worker_id)
             if run.status is not RunStatus.running:
                 raise Conflict(f"Run is {run.status.value}; it cannot be completed")
@@ -117,7 +116,7 @@ class WorkerLeases:
         self.apply(fx)
         return run
 
-    def expire_tx(self, c: Conn, now: int, fx: Effects) -> None:
+    def expire_tx(self, c: Tx, now: int, fx: Effects) -> None:
         """Fail the runs whose lease ended without a heartbeat (oldest first, a batch)."""
         expired = self.store.expired_leases(c, now, EXPIRE_BATCH)
         if expired:
@@ -128,7 +127,7 @@ class WorkerLeases:
                 for r in expired
             ], fx)
 
-    def _worker_run(self, c: Conn, tenant_id: str, run_id: str, worker_id: str) -> Run:
+    def _worker_run(self, c: Tx, tenant_id: str, run_id: str, worker_id: str) -> Run:
         run = self.store.get_run(c, tenant_id, run_id)
         if run is None:
             raise NotFound("Run")

@@ -34,7 +34,6 @@ from schedd.actions import Prepared
 from schedd.backends import Runner
 from schedd.clock import Clock
 from schedd.config import Settings
-from schedd.db import Conn
 from schedd.engine.claiming import Claimer, Preparer
 from schedd.engine.effects import Effects, log, log_run
 from schedd.engine.leases import WorkerLeases
@@ -54,7 +53,7 @@ from schedd.models import (
     new_id,
 )
 from schedd.outcomes import Outcome
-from schedd.store import Store
+from schedd.store import Store, Tx
 
 #: A webhook run without an answer for this long stops counting against
 #: max_concurrent_actions, when the engine is full (see the module docstring).
@@ -66,7 +65,7 @@ FAULT_RETRY_CAP_S = 2.0  # longest pause between cycles while the database canno
 FAULT_REMIND_S = 300.0  # while it lasts, the fault is logged again this often (not a flood)
 FAULT_QUIET_S = 60.0  # a fault of the same kind back this soon after its last line: not logged
 # a caller's addition to the transaction that inserts a manual run (see Engine.trigger)
-AlsoTx = Callable[[Conn, Run], None]
+AlsoTx = Callable[[Tx, Run], None]
 
 
 class Engine:
@@ -118,7 +117,7 @@ class Engine:
         self.preparer = Preparer(store, runner)
         self.recorder = Recorder(store, settings, self.rng, self.preparer.resolve_queued)
         self.claimer = Claimer(store, self.preparer, self.recorder)
-        self.leases = WorkerLeases(self.db, store, clock, self.recorder, self._apply, self.wake)
+        self.leases = WorkerLeases(store, clock, self.recorder, self._apply, self.wake)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
@@ -354,7 +353,7 @@ class Engine:
         if not unit.cancelled() and unit.exception() is None:
             self._apply(unit.result())
 
-    def _cycle_tx(self, c: Conn, now: int, limit: int, done: list[tuple[Run, Outcome, int]],
+    def _cycle_tx(self, c: Tx, now: int, limit: int, done: list[tuple[Run, Outcome, int]],
                   inflight: int, plan_wake: bool) -> Effects:
         """The cycle's transaction, on the writer thread. Touches no asyncio object: what
         the loop must do afterwards goes into the returned Effects."""
@@ -465,7 +464,7 @@ class Engine:
         self._apply(fx)
         return n
 
-    def _recover_tx(self, c: Conn, now: int, fx: Effects) -> int:
+    def _recover_tx(self, c: Tx, now: int, fx: Effects) -> int:
         stale = self.store.unleased_running_runs(c)
         backend = [r for r in stale if r.action_type is ActionType.backend]
         if backend:
@@ -504,7 +503,7 @@ class Engine:
         if run.queue is not None:
             run.resolved_payload = self.preparer.prepare(run, s).resolved
 
-        def tx(c: Conn) -> None:
+        def tx(c: Tx) -> None:
             if also is not None:
                 also(c, run)
             self.store.insert_runs(c, [run])
@@ -523,7 +522,7 @@ class Engine:
         now = self.clock.now_ms()
         fx = Effects()
 
-        def tx(c: Conn) -> Run:
+        def tx(c: Tx) -> Run:
             run = self.store.get_run(c, tenant_id, run_id)
             if run is None:
                 raise NotFound("Run")
@@ -542,7 +541,7 @@ class Engine:
         ends its chain (trigger_type manual). `also` as for trigger()."""
         now = self.clock.now_ms()
 
-        def tx(c: Conn) -> Run:
+        def tx(c: Tx) -> Run:
             run = self.store.get_run(c, tenant_id, run_id)
             if run is None:
                 raise NotFound("Run")

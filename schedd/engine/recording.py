@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 from schedd import policies
 from schedd.config import Settings
-from schedd.db import Conn
 from schedd.engine.effects import Effects
 from schedd.engine.planning import mark_cancelled
 from schedd.models import (
@@ -36,7 +35,7 @@ from schedd.models import (
     new_id,
 )
 from schedd.outcomes import Outcome
-from schedd.store import Store
+from schedd.store import Store, Tx
 
 PAUSED_FAILURES = "consecutive_failures"
 FINISH_COLS = ("status", "completed_ms", "error_code", "error_message", "result",
@@ -46,7 +45,7 @@ CANCEL_COLS = ("status", "completed_ms", "error_code", "error_message", "cancel_
 _BUFFERED = (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
 
 #: resolves the payload of a new pending run of a worker queue, in the transaction
-ResolveQueued = Callable[[Conn, Run], None]
+ResolveQueued = Callable[[Tx, Run], None]
 
 
 def finish(run: Run, outcome: Outcome, at: int) -> None:
@@ -115,7 +114,7 @@ class Recorder:
         self.rng = rng
         self.resolve_queued = resolve_queued
 
-    def record_tx(self, c: Conn, items: Sequence[tuple[Run, Outcome, int]],
+    def record_tx(self, c: Tx, items: Sequence[tuple[Run, Outcome, int]],
                   fx: Effects) -> None:
         """Finish runs, chain retries, update schedule counters, in the caller's tx."""
         store = self.store
@@ -174,26 +173,26 @@ class Recorder:
             fx.wake_at(min(r.due_ms for r in retries))
 
     # ------------------------------------------------------------------ cancellation
-    def cancel_active_tx(self, c: Conn, schedule_ids: Iterable[str], now: int, reason: str,
+    def cancel_active_tx(self, c: Tx, schedule_ids: Iterable[str], now: int, reason: str,
                          fx: Effects) -> None:
         """CANCEL_OTHER: cancel every pending or running run of these schedules."""
         for sid in schedule_ids:
             self._cancel(c, self.store.active_runs_of(c, sid), now, reason, fx)
 
-    def cancel_active_records_tx(self, c: Conn, items: Iterable[tuple[str, str]], now: int,
+    def cancel_active_records_tx(self, c: Tx, items: Iterable[tuple[str, str]], now: int,
                                  reason: str, fx: Effects) -> None:
         """CANCEL_OTHER of a relative schedule: cancel the active runs of these records."""
         for sid, key in dict.fromkeys(items):
             self._cancel(c, self.store.active_runs_of(c, sid, record_key=key), now, reason, fx)
 
-    def _cancel(self, c: Conn, active: list[Run], now: int, reason: str, fx: Effects) -> None:
+    def _cancel(self, c: Tx, active: list[Run], now: int, reason: str, fx: Effects) -> None:
         for r in active:
             mark_cancelled(r, now, reason)
         self.store.update_runs(c, active, CANCEL_COLS)
         fx.ended.extend(active)
         fx.cancel_tasks.extend(r.id for r in active)
 
-    def cancel_tx(self, c: Conn, run: Run, now: int, reason: str, fx: Effects) -> None:
+    def cancel_tx(self, c: Tx, run: Run, now: int, reason: str, fx: Effects) -> None:
         """End one active run as cancelled (a request); a BUFFER_* schedule's next waiting
         run of the same chain (or record) may start."""
         mark_cancelled(run, now, reason)
