@@ -16,7 +16,8 @@ line per tree and goal: (a) creates/s median >= 6,000, every create in the datab
 missing and zero doubled. Without --trees it measures this tree.
 
 `creates` starts `python -m schedd serve` (from DIR when given: PYTHONPATH=DIR, so two
-trees can be compared with one interpreter) on a fresh database in a temporary directory
+trees can be compared with one interpreter; `DIR;SCHEDD_X=V` also sets that environment
+variable for its daemon) on a fresh database in a temporary directory
 and runs the load client in its own process: `--conns` keep-alive connections, each
 sending one request at a time (closed loop), POST /v1/schedules of a noop schedule due
 once a year from now, for `--seconds` after a 1 s warm-up. It prints creates/s, latency
@@ -143,14 +144,23 @@ async def client_main(a: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------ the daemon
+def tree_spec(tree: str | None) -> tuple[str, dict[str, str]]:
+    """`DIR` or `DIR;NAME=VALUE;...`: a source tree and settings for its daemon, e.g.
+    `.;SCHEDD_ENGINE_THREAD=true` (so one tree can be compared with itself, two ways)."""
+    path, *assignments = (tree or str(HERE.parent)).split(";")
+    env = dict(a.split("=", 1) for a in assignments if a)
+    return path or str(HERE.parent), env
+
+
 class Daemon:
     def __init__(self, tree: str | None, workdir: Path) -> None:
         self.db = str(workdir / "schedd.db")
         self.port = random.randint(20000, 40000)
+        path, settings = tree_spec(tree)
         # the tree's schedd first on the path; run from the work directory, since `-m`
         # would put the current directory (maybe another tree) before it
-        env = {**os.environ, "SCHEDD_LOG_LEVEL": "warning",
-               "PYTHONPATH": str(Path(tree or HERE.parent).resolve())}
+        env = {**os.environ, "SCHEDD_LOG_LEVEL": "warning", **settings,
+               "PYTHONPATH": str(Path(path).resolve())}
         self.log = open(workdir / "daemon.log", "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "schedd", "serve", "--db", self.db, "--host", HOST,

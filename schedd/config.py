@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sleep_cap_seconds: Annotated[
         float, _m("engine", "longest single sleep of the loop (notices clock jumps)", gt=0, le=300)
     ] = 30.0
+    engine_thread: Annotated[
+        bool, _m("engine", "run the scheduler loop on its own thread and event loop, apart "
+                 "from the HTTP API's")
+    ] = False
     claim_batch_size: Annotated[
         int, _m("engine", "due schedules and runs taken in one write transaction, at most",
                 ge=1, le=10000)

@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from litestar import Litestar
@@ -28,6 +28,7 @@ from schedd.clock import Clock, SystemClock
 from schedd.config import Settings
 from schedd.db import Database
 from schedd.engine import Engine
+from schedd.engine_thread import EngineProxy, EngineThread
 from schedd.logs import setup_logging
 from schedd.metrics import Metrics
 from schedd.services import Services
@@ -52,23 +53,30 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
         if settings.console_enabled:
             services.console_secret = services.ensure_console_secret(
                 settings.db + ".console-secret")
-        runner = await stack.enter_async_context(ActionRunner.from_settings(
-            settings, user_agent=f"schedd/{__version__}",
-            now_s=lambda: clock.now_ms() / 1000.0,
-        ))
         syncs = SyncService(services, store, clock, settings,
                             load_catalog(settings.syncs_catalog_dir or None))
         services.syncs = syncs
-        prefect = await stack.enter_async_context(PrefectBackend())
-        backends = BackendRunner(runner, {prefect.name: prefect}, syncs, now_ms=clock.now_ms)
-        engine = Engine(store, clock, settings, backends, metrics=Metrics())
+        host: EngineThread | None = None
+        if settings.engine_thread:
+            import uvloop
+
+            host = EngineThread(uvloop.new_event_loop())
+            log.info("the scheduler loop runs on its own thread (engine_thread)")
+            stack.push_async_callback(host.close)
+            parts = AsyncExitStack()  # the engine's clients, opened and closed on its loop
+            stack.push_async_callback(lambda: host.run(parts.aclose()))
+            engine = await host.run(_engine(parts, settings, store, clock, syncs))
+            proxy = EngineProxy(engine, host)
+            # the API's failed writes reach the engine on its own loop
+            db.fault_listeners[db.fault_listeners.index(engine._on_storage_fault)] = (
+                proxy.storage_fault)
+            services.attach_engine(cast(Engine, proxy))
+            await host.run(engine.start())
+        else:
+            engine = await _engine(stack, settings, store, clock, syncs)
+            services.attach_engine(engine)
+            await engine.start()
         services.metrics_hooks.append(syncs_metrics(syncs, engine.metrics))
-        interval = systemd.watchdog_interval()
-        if interval is not None:
-            engine.on_alive = _watchdog_pinger(clock, interval)
-            engine.sleep_cap_s = min(engine.sleep_cap_s, interval)
-        services.attach_engine(engine)
-        await engine.start()
         await syncs.repair_on_create()
         prune = asyncio.create_task(
             retention.pruner(store, clock, settings.run_retention_days), name="schedd-pruner")
@@ -77,7 +85,27 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
         finally:
             prune.cancel()
             await asyncio.gather(prune, return_exceptions=True)
-            await engine.stop(settings.shutdown_grace_seconds)
+            if host is None:
+                await engine.stop(settings.shutdown_grace_seconds)
+            else:
+                await host.run(engine.stop(settings.shutdown_grace_seconds))
+
+
+async def _engine(stack: AsyncExitStack, settings: Settings, store: Store, clock: Clock,
+                  syncs: SyncService) -> Engine:
+    """The engine and the clients its actions use (on the loop it will run on)."""
+    runner = await stack.enter_async_context(ActionRunner.from_settings(
+        settings, user_agent=f"schedd/{__version__}",
+        now_s=lambda: clock.now_ms() / 1000.0,
+    ))
+    prefect = await stack.enter_async_context(PrefectBackend())
+    backends = BackendRunner(runner, {prefect.name: prefect}, syncs, now_ms=clock.now_ms)
+    engine = Engine(store, clock, settings, backends, metrics=Metrics())
+    interval = systemd.watchdog_interval()
+    if interval is not None:
+        engine.on_alive = _watchdog_pinger(clock, interval)
+        engine.sleep_cap_s = min(engine.sleep_cap_s, interval)
+    return engine
 
 
 def syncs_metrics(syncs: SyncService, metrics: Metrics) -> Any:

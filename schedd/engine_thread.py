@@ -1,0 +1,106 @@
+"""The engine on a thread of its own, with an event loop of its own (`engine_thread`).
+
+Why: with one loop, every turn of it also runs the HTTP requests that arrived meanwhile.
+Under a busy API a turn takes tens of milliseconds, and a burst of due runs needs several
+turns (claim, start, send, record), so fires arrive late (bench/RESULTS.md §S6). On its
+own loop the engine's turns hold only its own work; the two threads still share the GIL,
+which CPython hands over at least every `sys.getswitchinterval()`.
+
+What the HTTP side calls on the engine goes through `EngineProxy`: coroutines run on the
+engine's loop (`run_coroutine_threadsafe`) and are awaited from the caller's, `wake` and
+`stop_claiming` are scheduled onto it, and reads (readiness, metrics, counts) are plain
+attribute reads. The database's writer and reader threads answer each caller on its own
+loop, so both loops share them as before: still one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from schedd.engine import Engine
+from schedd.errors import StorageUnavailable
+from schedd.metrics import Metrics
+from schedd.models import Run
+
+T = TypeVar("T")
+
+
+class EngineThread:
+    """A daemon thread running one event loop until close()."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._thread = threading.Thread(target=self._main, name="schedd-engine", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run coro on the engine's loop; its result, awaited from the caller's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self._thread.join, 30)
+
+
+class EngineProxy:
+    """The Engine as the HTTP side sees it when the engine runs on its own thread."""
+
+    def __init__(self, engine: Engine, host: EngineThread) -> None:
+        self._engine = engine
+        self._host = host
+        self.metrics: Metrics = engine.metrics
+
+    # ---------------------------------------------------------------- scheduled onto its loop
+    def wake(self, due_ms: int | None = None) -> None:
+        self._host.loop.call_soon_threadsafe(self._engine.wake, due_ms)
+
+    def stop_claiming(self) -> None:
+        self._host.loop.call_soon_threadsafe(self._engine.stop_claiming)
+
+    def storage_fault(self, fault: StorageUnavailable) -> None:
+        """The database's fault listener, from whichever loop's write failed."""
+        self._host.loop.call_soon_threadsafe(self._engine._on_storage_fault, fault)
+
+    # ---------------------------------------------------------------- reads
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        return self._engine.readiness()
+
+    @property
+    def inflight(self) -> Any:
+        return self._engine.inflight
+
+    # ---------------------------------------------------------------- use cases, on its loop
+    async def trigger(self, s: Any, **kw: Any) -> Run:
+        return await self._host.run(self._engine.trigger(s, **kw))
+
+    async def cancel(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
+        return await self._host.run(self._engine.cancel(tenant_id, run_id, reason))
+
+    async def retry(self, tenant_id: str, run_id: str, **kw: Any) -> Run:
+        return await self._host.run(self._engine.retry(tenant_id, run_id, **kw))
+
+    async def claim_for_worker(self, tenant_id: str, queues: Sequence[str], worker_id: str,
+                               *args: Any, **kw: Any) -> Any:
+        return await self._host.run(
+            self._engine.claim_for_worker(tenant_id, queues, worker_id, *args, **kw))
+
+    async def heartbeat(self, *args: Any, **kw: Any) -> Any:
+        return await self._host.run(self._engine.heartbeat(*args, **kw))
+
+    async def complete(self, *args: Any, **kw: Any) -> Any:
+        return await self._host.run(self._engine.complete(*args, **kw))

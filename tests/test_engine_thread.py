@@ -1,0 +1,82 @@
+"""`engine_thread = true`: the scheduler loop on its own thread and event loop, the HTTP API
+on the main one (schedd/engine_thread.py). The real daemon runs end-to-end tests of
+test_e2e.py again in that mode: fires on time with their envelope, manual trigger, cancel
+and retry of a running webhook (the engine's use cases called from the API's loop), the
+worker protocol with its long poll, and a SIGTERM that stops both loops cleanly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from daemon_kit import Daemon
+from sink import Sink
+from test_e2e import (
+    ms,
+    test_cancel_aborts_a_slow_webhook_and_manual_retry,
+    test_interval_webhook_fires_with_headers_envelope_and_signature,
+    test_worker_claim_heartbeat_complete_and_long_poll,
+)
+
+pytestmark = pytest.mark.e2e
+
+THREAD = {"SCHEDD_ENGINE_THREAD": "true"}
+
+__all__ = [
+    "test_cancel_aborts_a_slow_webhook_and_manual_retry",
+    "test_interval_webhook_fires_with_headers_envelope_and_signature",
+    "test_worker_claim_heartbeat_complete_and_long_poll",
+]
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    async with Sink() as s:
+        yield s
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    """The daemon of the imported tests, with the engine on its own thread."""
+    async with Daemon(tmp_path / "daemon", env=THREAD) as d:
+        assert "the scheduler loop runs on its own thread" in d.log_text()
+        yield d
+
+
+async def test_sigterm_stops_both_loops_and_exits_0(tmp_path: Path, sink: Sink) -> None:
+    """As test_e2e's SIGTERM test: the running webhook is interrupted and recorded by the
+    stopping daemon itself (the engine's loop, on its thread, ran to its end)."""
+    sink.route("/slow", delay=30)
+    env = {**THREAD, "SCHEDD_SHUTDOWN_GRACE_SECONDS": "1"}
+    async with Daemon(tmp_path / "d", env=env) as d:
+        r = await d.post("/v1/schedules", json={
+            "name": "slow", "schedule_type": "interval", "schedule_expression": "1h",
+            "action_type": "webhook", "max_retries": 2, "retry_backoff_seconds": 60,
+            "action_config": {"url": sink.url("/slow"), "timeout_seconds": 60}})
+        assert r.status_code == 201, r.text
+        r = await d.post(f"/v1/schedules/{r.json()['id']}/trigger")
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        await d.wait_run(rid, lambda x: x["status"] == "running", 10, "running")
+        await sink.wait_for(1, 10)
+        ready = await d.client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        metrics = await d.client.get("/metrics")
+        assert "schedd_running_actions 1.0" in metrics.text
+        t0 = time.monotonic()
+        assert await d.stop() == 0
+        assert time.monotonic() - t0 < 10
+        await sink.wait_until(lambda k: k.requests[0].aborted, 5, "the request aborted")
+        stopped_ms = int(time.time() * 1000)
+        log = d.log_text()
+        assert "the scheduler loop runs on its own thread" in log
+        assert "Traceback" not in log
+
+        await d.start()
+        run = await d.get_run(rid)
+        assert run["status"] == "failed"
+        assert run["error_code"] == "interrupted"
+        assert ms(run["completed_at"]) <= stopped_ms
+        assert run["next_attempt_run_id"] is not None
