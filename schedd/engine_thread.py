@@ -4,7 +4,8 @@ Why: with one loop, every turn of it also runs the HTTP requests that arrived me
 Under a busy API a turn takes tens of milliseconds, and a burst of due runs needs several
 turns (claim, start, send, record), so fires arrive late (bench/RESULTS.md §S6). On its
 own loop the engine's turns hold only its own work; the two threads still share the GIL,
-which CPython hands over at least every `sys.getswitchinterval()`.
+which CPython hands over at least every `sys.getswitchinterval()`: lowered to
+SWITCH_INTERVAL_S while the engine thread runs.
 
 What the HTTP side calls on the engine goes through `EngineProxy`: coroutines run on the
 engine's loop (`run_coroutine_threadsafe`) and are awaited from the caller's, `wake` and
@@ -16,6 +17,7 @@ loop, so both loops share them as before: still one writer.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -27,12 +29,22 @@ from schedd.models import Run
 
 T = TypeVar("T")
 
+#: Python's GIL switch interval while the engine runs on its own thread (CPython's default
+#: is 5 ms). A thread that wants the GIL waits up to this long for the one holding it; the
+#: engine thread wakes many times per burst of due runs (timer, claim answer, each round
+#: of webhook answers), and with the API thread busy every wake paid up to 5 ms. W3 p99
+#: under the mixed API load, 3 interleaved rounds (bench/RESULTS.md §S6): 5 ms 192 / 321 /
+#: 215 ms, 1 ms 208 / 159 / 411 ms, 0.2 ms 95 / 138 / 108 ms.
+SWITCH_INTERVAL_S = 0.0002
+
 
 class EngineThread:
     """A daemon thread running one event loop until close()."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.previous_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)  # process-wide; set back by close()
         self._thread = threading.Thread(target=self._main, name="schedd-engine", daemon=True)
         self._thread.start()
 
@@ -51,10 +63,10 @@ class EngineThread:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     async def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        await asyncio.to_thread(self._thread.join, 30)
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            await asyncio.to_thread(self._thread.join, 30)
+        sys.setswitchinterval(self.previous_switch_interval)
 
 
 class EngineProxy:

@@ -80,3 +80,33 @@ async def test_sigterm_stops_both_loops_and_exits_0(tmp_path: Path, sink: Sink) 
         assert run["error_code"] == "interrupted"
         assert ms(run["completed_at"]) <= stopped_ms
         assert run["next_attempt_run_id"] is not None
+
+
+async def test_engine_thread_runs_coroutines_on_its_loop_and_restores_the_interval() -> None:
+    import asyncio
+    import sys
+    import threading
+
+    from schedd.engine_thread import SWITCH_INTERVAL_S, EngineThread
+
+    before = sys.getswitchinterval()
+    host = EngineThread(asyncio.new_event_loop())
+    try:
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+
+        async def where() -> tuple[str, asyncio.AbstractEventLoop]:
+            return threading.current_thread().name, asyncio.get_running_loop()
+
+        name, loop = await host.run(where())
+        assert name == "schedd-engine" and loop is host.loop
+        assert loop is not asyncio.get_running_loop()
+
+        async def fails() -> None:
+            raise LookupError("from the engine's loop")
+
+        with pytest.raises(LookupError, match="engine's loop"):
+            await host.run(fails())
+    finally:
+        await host.close()
+    assert host.loop.is_closed()
+    assert sys.getswitchinterval() == pytest.approx(before)
