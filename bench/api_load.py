@@ -46,8 +46,8 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -155,7 +155,9 @@ def tree_spec(tree: str | None) -> tuple[str, dict[str, str]]:
 class Daemon:
     def __init__(self, tree: str | None, workdir: Path) -> None:
         self.db = str(workdir / "schedd.db")
-        self.port = random.randint(20000, 40000)
+        with socket.socket() as probe:  # a free port (a random one collided once)
+            probe.bind((HOST, 0))
+            self.port = probe.getsockname()[1]
         path, settings = tree_spec(tree)
         # the tree's schedd first on the path; run from the work directory, since `-m`
         # would put the current directory (maybe another tree) before it
