@@ -73,6 +73,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     shutdown_grace_seconds: Annotated[
         float, _m("engine", "on SIGTERM, how long running actions may finish", ge=0, le=3600)
     ] = 30.0
+    node_lease_seconds: Annotated[
+        float, _m("engine", "lease of a run this node runs, renewed every third of it; once it"
+                  " ran out (the node died), any node fails the run interrupted and retries it",
+                  ge=3, le=3600)
+    ] = 15.0
     # [actions]
     allow_commands: Annotated[
         bool, _m("actions", "allow `command` actions (local processes) to be created and run")

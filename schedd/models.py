@@ -179,6 +179,10 @@ class Run(msgspec.Struct, kw_only=True):
     record_key: str | None = None  # runs of a relative schedule: the record's key
     # a manual trigger's change to the action config, merged over it for this chain
     config_patch: Any = None
+    # runs a node started itself: that node, and until when its lease holds (renewed while
+    # the action runs; once it ran out, any node fails the run `interrupted`)
+    node_id: str | None = None
+    node_lease_until_ms: int | None = None
 
 
 class EntityDefinition(msgspec.Struct, kw_only=True):

@@ -8,6 +8,8 @@
   failures, cancellation; in the caller's write transaction.
 - `leases`: runs of worker queues, leased to external workers (claim, heartbeat, complete,
   expiry).
+- `nodes`: the runs a node executes itself, leased to it and renewed while they run; a dead
+  node's runs failed `interrupted` after their lease (several nodes on one database).
 - `loop`: the Engine that drives them — one write transaction per cycle, actions started
   after its commit, the sleep until the next due instant — and the public API services,
   the daemon and the tests use.
@@ -18,6 +20,7 @@ callers outside it use.
 """
 
 from schedd.engine.loop import SLOW_WEBHOOK_MS, AlsoTx, Engine
+from schedd.engine.nodes import new_node_id
 from schedd.engine.planning import (
     config_of,
     context_for,
@@ -36,5 +39,6 @@ __all__ = [
     "merge_config",
     "missed_note",
     "missed_run",
+    "new_node_id",
     "timer_for",
 ]

@@ -41,7 +41,8 @@ from schedd.models import (
 from schedd.outcomes import Outcome
 from schedd.store import Store, Tx
 
-START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms")
+START_COLS = ("status", "started_ms", "resolved_payload", "triggered_ms", "node_id",
+              "node_lease_until_ms")
 
 
 class Preparer:
@@ -94,10 +95,14 @@ class Claimer:
     """Claims due work in the caller's transaction; the Recorder ends what a claim ends
     (orphaned pending runs, CANCEL_OTHER)."""
 
-    def __init__(self, store: Store, preparer: Preparer, recorder: Recorder) -> None:
+    def __init__(self, store: Store, preparer: Preparer, recorder: Recorder, *,
+                 node_id: str = "", lease_ms: int = 0) -> None:
         self.store = store
         self.preparer = preparer
         self.recorder = recorder
+        # a run started here carries this node and its lease (schedd/engine/nodes.py)
+        self.node_id = node_id
+        self.lease_ms = lease_ms
 
     def start_pending_tx(self, c: Tx, now: int, limit: int, fx: Effects) -> None:
         runs = self.store.due_pending_runs(c, now, limit)
@@ -116,6 +121,8 @@ class Claimer:
             r.status = RunStatus.running
             r.started_ms = now
             r.triggered_ms = now
+            r.node_id = self.node_id
+            r.node_lease_until_ms = now + self.lease_ms
             prepared = self.preparer.prepare(r, s, records)
             r.resolved_payload = prepared.resolved
             started.append(r)
@@ -170,10 +177,13 @@ class Claimer:
             r for r in new_runs if r.status is RunStatus.running or (
                 r.queue is not None and r.status is RunStatus.pending)])
         prepare = self.preparer.prepare
+        node_id, lease_until = self.node_id, now + self.lease_ms
         for r in new_runs:
             if r.status is RunStatus.running:
                 s = by_id[r.schedule_id]
                 r.started_ms = now
+                r.node_id = node_id
+                r.node_lease_until_ms = lease_until
                 prepared = prepare(r, s, records)
                 r.resolved_payload = prepared.resolved
                 fx.start.append((r, s, prepared))

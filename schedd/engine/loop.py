@@ -25,9 +25,8 @@ sleep_cap_seconds so a clock jump or a suspended host is noticed; it never polls
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from schedd.actions import Prepared
@@ -37,6 +36,7 @@ from schedd.config import Settings
 from schedd.engine.claiming import Claimer, Preparer
 from schedd.engine.effects import Effects, log, log_run
 from schedd.engine.leases import WorkerLeases
+from schedd.engine.nodes import NodeLeases, new_node_id
 from schedd.engine.planning import (
     new_run,
 )
@@ -70,7 +70,9 @@ AlsoTx = Callable[[Tx, Run], None]
 
 class Engine:
     def __init__(self, store: Store, clock: Clock, settings: Settings, runner: Runner,
-                 *, rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
+                 *, rng: random.Random | None = None, metrics: Metrics | None = None,
+                 node_id: str | None = None, exclusive: bool = True,
+                 previous_nodes: Iterable[str] = ()) -> None:
         self.store = store
         self.db = store.db
         self.clock = clock
@@ -116,11 +118,28 @@ class Engine:
         # runs leased to external workers
         self.preparer = Preparer(store, runner)
         self.recorder = Recorder(store, settings, self.rng, self.preparer.resolve_queued)
-        self.claimer = Claimer(store, self.preparer, self.recorder)
+        # this node (nodes.py): the runs it starts carry its id and a lease it renews every
+        # third of node_lease_seconds; `exclusive`: no other node shares the database
+        # (SQLite), so every run found running at start is a dead process's
+        self.node_id = node_id or new_node_id()
+        self.exclusive = exclusive
+        lease_ms = int(settings.node_lease_seconds * 1000)
+        self.claimer = Claimer(store, self.preparer, self.recorder, node_id=self.node_id,
+                               lease_ms=lease_ms)
         self.leases = WorkerLeases(store, clock, self.recorder, self._apply, self.wake)
+        self.nodes = NodeLeases(store, self.preparer, self.recorder, node_id=self.node_id,
+                                lease_ms=lease_ms, exclusive=exclusive,
+                                previous=previous_nodes)
+        self.lease_ms = lease_ms
+        self._lease_due_ms = 0  # the next renewal and expiry check (clock ms)
+        # the runs executing here that hold a node lease -> until when, in the order their
+        # leases end (dispatch order; a renewal moves them all to the same end)
+        self._leases: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
+        log.info("node %s starting (%s database, run leases of %.0f s)", self.node_id,
+                 "exclusive" if self.exclusive else "shared", self.lease_ms / 1000)
         await self.recover(self.clock.now_ms())
         if run_loop:
             self._loop_task = asyncio.create_task(self._loop(), name="schedd-loop")
@@ -167,7 +186,8 @@ class Engine:
         alive = self._loop_task is not None and not self._loop_task.done()
         age = None if self.last_wake_mono is None else self.clock.monotonic() - self.last_wake_mono
         ok = alive and age is not None and age <= 2 * cap + 1
-        return ok, {"alive": alive, "last_wake_seconds_ago": None if age is None else round(age, 3),
+        return ok, {"node_id": self.node_id, "alive": alive,
+                    "last_wake_seconds_ago": None if age is None else round(age, 3),
                     "running_actions": len(self.inflight),
                     "waiting_webhooks": len(self._released), "ticks": self.ticks}
 
@@ -252,6 +272,14 @@ class Engine:
                 nxt = slow if nxt is None else min(nxt, slow)
             self._planned_ms = nxt if nxt is not None and not self._stopping else (
                 now + int(cap * 1000))
+            if self._leases:
+                # wake to renew them with a third of the lease to spare (a wake that comes
+                # anyway, an outcome or a due instant, renews them sooner)
+                first = next(iter(self._leases.values())) - self.lease_ms // 3
+                self._planned_ms = min(self._planned_ms, max(first, self._lease_due_ms))
+            if not self.exclusive:
+                # a shared database: other nodes' leases to check
+                self._planned_ms = min(self._planned_ms, self._lease_due_ms)
             await self.clock.sleep_until(self._planned_ms, self._wake, cap)
             self._planned_ms = None
 
@@ -309,10 +337,12 @@ class Engine:
         if not self._stopping:
             limit = min(self.capacity - counted, self.settings.claim_batch_size)
         done, self._done = self._done, []
+        # every third of the lease: the runs executing here, whose leases are renewed
+        renew = list(self._leases) if now >= self._lease_due_ms else None
         self._idle.clear()
         try:
             unit = asyncio.ensure_future(self.db.write(
-                self._cycle_tx, now, limit, done, counted, plan_wake))
+                self._cycle_tx, now, limit, done, counted, plan_wake, renew))
             try:
                 # the transaction commits whether or not this task is cancelled meanwhile:
                 # what it claimed is then still started (and stop() ends it)
@@ -331,6 +361,12 @@ class Engine:
                 raise
         finally:
             self._idle.set()
+        if renew is not None:
+            self._lease_due_ms = now + self.lease_ms // 3
+            until = now + self.lease_ms
+            leases = self._leases
+            renewed = {rid: until for rid in renew if rid in leases}
+            self._leases = renewed | {rid: v for rid, v in leases.items() if rid not in renewed}
         self._apply(fx, woken=not plan_wake)
         return fx
 
@@ -354,7 +390,7 @@ class Engine:
             self._apply(unit.result())
 
     def _cycle_tx(self, c: Tx, now: int, limit: int, done: list[tuple[Run, Outcome, int]],
-                  inflight: int, plan_wake: bool) -> Effects:
+                  inflight: int, plan_wake: bool, renew: list[str] | None = None) -> Effects:
         """The cycle's transaction, on the writer thread. Touches no asyncio object: what
         the loop must do afterwards goes into the returned Effects."""
         if plan_wake:
@@ -365,6 +401,8 @@ class Engine:
         fx = Effects()
         if done:
             self.recorder.record_tx(c, done, fx)
+        if renew is not None:
+            self.nodes.check_tx(c, now, renew, fx)
         self.leases.expire_tx(c, now, fx)
         if limit > 0:
             self.claimer.start_pending_tx(c, now, limit, fx)
@@ -405,6 +443,8 @@ class Engine:
         log_run(run)
         task = asyncio.create_task(self._execute(run, prepared), name=f"run-{run.id}")
         self.inflight[run.id] = task
+        if run.node_lease_until_ms is not None:
+            self._leases[run.id] = run.node_lease_until_ms
         if run.action_type is ActionType.backend:
             self._resumable.add(run.id)
         elif run.action_type == ActionType.webhook:
@@ -425,6 +465,7 @@ class Engine:
                               error_message=f"internal error: {type(exc).__name__}")
         finally:
             self.inflight.pop(run.id, None)
+            self._leases.pop(run.id, None)
             self._young_webhooks.pop(run.id, None)
             self._released.discard(run.id)
             self._cancelled.discard(run.id)
@@ -465,29 +506,7 @@ class Engine:
         return n
 
     def _recover_tx(self, c: Tx, now: int, fx: Effects) -> int:
-        stale = self.store.unleased_running_runs(c)
-        backend = [r for r in stale if r.action_type is ActionType.backend]
-        if backend:
-            # their work goes on elsewhere: drive (poll) it again, never start it twice
-            schedules = self.store.schedules_by_ids(c, [r.schedule_id for r in backend])
-            for r in backend:
-                s = schedules.get(r.schedule_id)
-                if s is not None:
-                    fx.start.append((r, s, self.preparer.prepare(r, s)))
-            resumed = {r.id for r, _, _ in fx.start}
-            stale = [r for r in stale if r.id not in resumed]
-            if resumed:
-                fx.note(logging.INFO, "%d backend run(s) were running when schedd last "
-                        "stopped; resuming them", len(resumed))
-        if stale:
-            fx.note(logging.WARNING, "%d run(s) were running when schedd last stopped; marking "
-                    "them interrupted", len(stale))
-            self.recorder.record_tx(c, [
-                (r, Outcome(ok=False, error_code="interrupted",
-                            error_message="schedd stopped while the action was running"), now)
-                for r in stale
-            ], fx)
-        return len(stale)
+        return self.nodes.recover_tx(c, now, fx)
 
     # ------------------------------------------------------------------ manual operations
     async def trigger(self, s: Schedule, *, also: AlsoTx | None = None,

@@ -374,6 +374,39 @@ class Store:
                " WHERE status IN ('pending', 'running') AND status = 'running'"
                " AND lease_until_ms IS NULL ORDER BY seq")]
 
+    def recoverable_runs(self, c: Conn, now_ms: int, previous: Sequence[str]) -> list[Run]:
+        """Runs `running` without a worker's lease that no live node holds, at a node's
+        start on a shared database: a node's lease ran out, the node is one of `previous`
+        (this node's earlier lives), or no node (a copy from before node leases)."""
+        nodes = list(dict.fromkeys(previous))
+        in_prev = f" OR node_id IN ({','.join('?' * len(nodes))})" if nodes else ""
+        return [run_from_row(r) for r in _all(
+            c, f"SELECT {_R_SELECT} FROM runs INDEXED BY runs_active"
+               " WHERE status IN ('pending', 'running') AND status = 'running'"
+               " AND lease_until_ms IS NULL AND (node_id IS NULL OR node_lease_until_ms <= ?"
+               f"{in_prev}) ORDER BY seq", [now_ms, *nodes])]
+
+    def expired_node_runs(self, c: Conn, now_ms: int, limit: int) -> list[Run]:
+        """Runs `running` whose node lease ran out by now_ms (their node died or stalled),
+        oldest first. Read through runs_active: the active runs only, no index of its own
+        (a node asks every few seconds, not per run)."""
+        return [run_from_row(r) for r in _all(
+            c, f"SELECT {_R_SELECT} FROM runs INDEXED BY runs_active"
+               " WHERE status IN ('pending', 'running') AND status = 'running'"
+               " AND lease_until_ms IS NULL AND node_lease_until_ms <= ?"
+               " ORDER BY seq LIMIT ?", (now_ms, limit))]
+
+    def renew_node_leases(self, c: Conn, node_id: str, run_ids: Sequence[str],
+                          until_ms: int) -> set[str]:
+        """Extend the lease of these runs of `node_id` that are still running; returns the
+        ids renewed (the others ended elsewhere: cancelled, or failed after their lease)."""
+        if not run_ids:
+            return set()
+        return {str(r[0]) for r in _where_in_args(
+            c, "UPDATE runs SET node_lease_until_ms = ? WHERE node_id = ?"
+               " AND status = 'running' AND id IN {in} RETURNING id",
+            [until_ms, node_id], run_ids)}
+
     def active_runs_and_tallies(self, c: Conn, run_ids: Sequence[str]
                                 ) -> tuple[set[str], dict[str, ScheduleTally]]:
         """Which of these runs are still pending or running, and the few columns recording
