@@ -27,10 +27,13 @@ from schedd.backends.prefect import PrefectBackend
 from schedd.clock import Clock, SystemClock
 from schedd.config import Settings
 from schedd.db import Database
-from schedd.engine import Engine
+from schedd.engine import Engine, new_node_id
 from schedd.engine_thread import EngineProxy, EngineThread
 from schedd.logs import setup_logging
 from schedd.metrics import Metrics
+from schedd.node_file import NodeFile
+from schedd.notify import LocalHub, Notifier
+from schedd.notify_pg import PgNotifier
 from schedd.services import Services
 from schedd.store import Store
 from schedd.syncs import SyncService, load_catalog
@@ -100,7 +103,25 @@ async def _engine(stack: AsyncExitStack, settings: Settings, store: Store, clock
     ))
     prefect = await stack.enter_async_context(PrefectBackend())
     backends = BackendRunner(runner, {prefect.name: prefect}, syncs, now_ms=clock.now_ms)
-    engine = Engine(store, clock, settings, backends, metrics=Metrics())
+    # several nodes (docs/operations.md): on a database other nodes share, a run left
+    # running is only known dead once its lease ran out, or when this place's node file
+    # names its node (a process that died, since the lock was free); and the nodes' signals
+    # go through PostgreSQL's LISTEN/NOTIFY (schedd/notify.py)
+    url: str = getattr(settings, "database_url", "")
+    shared = bool(url)
+    node_id = new_node_id()
+    previous: list[str] = []
+    notifier: Notifier = LocalHub()
+    if shared:
+        node_file = NodeFile(settings.db + ".node")
+        previous = node_file.acquire(node_id)
+        stack.callback(node_file.release)
+        pg_notifier = PgNotifier(url)
+        await pg_notifier.start()
+        stack.push_async_callback(pg_notifier.close)
+        notifier = pg_notifier
+    engine = Engine(store, clock, settings, backends, metrics=Metrics(), node_id=node_id,
+                    exclusive=not shared, previous_nodes=previous, notifier=notifier)
     interval = systemd.watchdog_interval()
     if interval is not None:
         engine.on_alive = _watchdog_pinger(clock, interval)

@@ -6,6 +6,9 @@ instant."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from engine_kit import FakeRunner, Kit, kit
 
 from schedd.engine import Engine
 from schedd.models import Run, RunStatus
+from schedd.node_file import NodeFile
 from schedd.timing import UTC, parse_instant_ms
 
 T = parse_instant_ms("2026-11-22T09:00:00Z", UTC)
@@ -55,7 +59,7 @@ async def test_a_run_carries_its_node_and_a_lease(tmp_path: Path) -> None:
         assert run.node_id == k.engine.node_id and run.node_id.startswith("node-")
         assert run.node_lease_until_ms == T + HOUR + LEASE
         assert run.worker_id is None and run.lease_until_ms is None  # not a worker's lease
-        ok, info = k.engine.readiness()
+        _, info = k.engine.readiness()
         assert info["node_id"] == k.engine.node_id
 
 
@@ -198,3 +202,41 @@ async def test_two_nodes_claim_each_occurrence_once(tmp_path: Path) -> None:
         by_node = Counter(r.node_id for r in runs)
         assert set(by_node) == {k.engine.node_id, b.node_id}  # both did a share
         assert {r.schedule_id for r in runs} == {s.id for s in schedules}
+
+
+# ---------------------------------------------------------------------- the node file
+def test_the_node_file_names_a_dead_predecessor_and_nothing_while_it_lives(
+        tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db.node"
+    first = NodeFile(path)
+    assert first.acquire("node-1") == []  # nobody before
+    second = NodeFile(path)
+    assert second.acquire("node-2") == []  # node-1 is alive: nothing is known dead
+    assert path.read_text() == "node-1\n"
+    first.release()
+    third = NodeFile(path)
+    assert third.acquire("node-3") == ["node-1"]
+    third.release()
+
+
+def test_a_sigkilled_holder_releases_the_node_file(tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db.node"
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from schedd.node_file import NodeFile\n"
+         f"assert NodeFile({str(path)!r}).acquire('node-dead') == []\n"
+         "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        assert NodeFile(path).acquire("node-x") == []  # held by a live process
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        again = NodeFile(path)
+        assert again.acquire("node-new") == ["node-dead"]
+        again.release()
+    finally:
+        child.kill()
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
