@@ -1,0 +1,153 @@
+"""The nodes' signals (schedd/notify.py) over PostgreSQL's LISTEN/NOTIFY.
+
+Two threads, each with its own autocommit connection, so that nothing here waits on the
+event loop or on the writer's transactions: the listener LISTENs on channel `schedd` and
+hands each notification to the loop (call_soon_threadsafe); the sender takes what the loop
+published from a queue and sends everything queued so far in one statement (a burst of
+schedule changes costs one round trip, and WAKE signals are folded into the earliest).
+A lost connection is reconnected after a pause; signals sent meanwhile are lost, which is
+fine (they are hints: see notify.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any
+
+from schedd.notify import WAKE, Handler, decode, encode
+
+log = logging.getLogger("schedd.notify")
+
+CHANNEL = "schedd"
+RETRY_S = 1.0
+_STOP = object()
+
+
+class PgNotifier:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._handlers: dict[str, Handler] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    async def start(self) -> None:
+        """Start both threads; returns once the listener listens (bounded)."""
+        self._loop = asyncio.get_running_loop()
+        for target, name in ((self._listen, "schedd-notify-listen"),
+                             (self._send, "schedd-notify-send")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        await asyncio.get_running_loop().run_in_executor(None, self._listening.wait, 10.0)
+
+    def subscribe(self, node_id: str, handler: Handler) -> None:
+        self._handlers[node_id] = handler
+
+    def publish(self, node_id: str, kind: str, arg: str = "") -> None:
+        self._out.put(encode(node_id, kind, arg))
+
+    async def close(self) -> None:
+        self._stop.set()
+        self._out.put(_STOP)
+        threads, self._threads = self._threads, []
+        loop = asyncio.get_running_loop()
+        for t in threads:
+            await loop.run_in_executor(None, t.join, 5.0)
+
+    # ------------------------------------------------------------------ threads
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    while not self._stop.is_set():
+                        for n in conn.notifies(timeout=0.5):
+                            self._dispatch(n.payload)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("listening for other nodes' signals failed (%s); again in "
+                            "%.0f s", type(exc).__name__, RETRY_S)
+                self._stop.wait(RETRY_S)
+
+    def _dispatch(self, payload: str) -> None:
+        got = decode(payload)
+        loop = self._loop
+        if got is None or loop is None:
+            return
+        sender, kind, arg = got
+        for node_id, handler in list(self._handlers.items()):
+            if node_id != sender:
+                loop.call_soon_threadsafe(_deliver, handler, kind, arg)
+
+    def _send(self) -> None:
+        conn: Any = None
+        while True:
+            item = self._out.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while True:  # everything queued meanwhile goes in the same statement
+                try:
+                    more = self._out.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._out.put(_STOP)
+                    break
+                batch.append(more)
+            payloads = _fold(batch)
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                             (CHANNEL, payloads))
+            except Exception as exc:
+                log.warning("could not signal other nodes (%s): they find the change at "
+                            "their next wake", type(exc).__name__)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stop.wait(RETRY_S)
+        if conn is not None:
+            conn.close()
+
+
+def _fold(batch: list[str]) -> list[str]:
+    """Distinct payloads in order; the WAKE signals of one sender folded into the earliest."""
+    out: dict[str, None] = {}
+    wakes: dict[str, int | None] = {}
+    for p in batch:
+        got = decode(p)
+        if got is not None and got[1] == WAKE:
+            sender, _, arg = got
+            ms = int(arg) if arg.lstrip("-").isdigit() else None
+            if sender not in wakes:
+                wakes[sender] = ms
+            else:
+                prev = wakes[sender]
+                wakes[sender] = None if ms is None or prev is None else min(prev, ms)
+            continue
+        out[p] = None
+    for sender, ms in wakes.items():
+        out[encode(sender, WAKE, "" if ms is None else str(ms))] = None
+    return list(out)
+
+
+def _deliver(handler: Handler, kind: str, arg: str) -> None:
+    try:
+        handler(kind, arg)
+    except Exception:
+        log.exception("a %s signal could not be handled", kind)
