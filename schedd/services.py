@@ -161,7 +161,7 @@ class Services:
 
     def _wake(self, due_ms: int | None) -> None:
         if self.engine is not None and due_ms is not None:
-            self.engine.wake(due_ms)
+            self.engine.changed(due_ms)
 
     async def database_readiness(self) -> tuple[bool, str]:
         """(ok, what /readyz says of the database): it answers a read, and no write has

@@ -98,6 +98,8 @@ ENGINE_PARTS: dict[str, set[str]] = {
     "engine.claiming": {"schedd.engine.loop", "schedd.engine.leases", "asyncio", "sqlite3"},
     "engine.leases": {"schedd.engine.loop", "schedd.engine.claiming", "sqlite3"},
     "engine.loop": {"sqlite3"},
+    # the runs a node executes itself: recording and claiming's preparer, no asyncio
+    "engine.nodes": {"schedd.engine.loop", "schedd.engine.leases", "asyncio", "sqlite3"},
 }
 
 

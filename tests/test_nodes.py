@@ -17,6 +17,7 @@ from engine_kit import FakeRunner, Kit, kit
 from schedd.engine import Engine
 from schedd.models import Run, RunStatus
 from schedd.node_file import NodeFile
+from schedd.notify import LocalHub
 from schedd.timing import UTC, parse_instant_ms
 
 T = parse_instant_ms("2026-11-22T09:00:00Z", UTC)
@@ -240,3 +241,66 @@ def test_a_sigkilled_holder_releases_the_node_file(tmp_path: Path) -> None:
         child.wait(10)
         if child.stdout is not None:
             child.stdout.close()
+
+
+# ---------------------------------------------------------------------- signals between nodes
+async def test_a_cancel_through_another_node_stops_the_action_at_once_with_a_signal(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T) as k:
+        run = await hung_run(k)
+        b = node(k, notifier=k.engine.notifier)  # the same hub: A hears B's signals
+        task = k.engine.inflight[run.id]
+        await b.cancel(k.tenant, run.id, "from node B")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert task.done() and run.id not in k.engine.inflight  # no renewal needed
+        await k.engine._flush()
+        [r] = await chain(k, run)
+        assert (r.status, r.error_message) == (RunStatus.cancelled, "from node B")
+
+
+async def test_a_run_queued_through_one_node_wakes_a_long_poll_on_another(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T) as k:
+        s = await k.create(schedule_expression="1h", action_type="worker",
+                           action_config={"queue": "q"})
+        b = node(k, notifier=k.engine.notifier)
+        poll = asyncio.create_task(b.claim_for_worker(k.tenant, ["q"], "w1", 30, 30))
+        for _ in range(20):  # let the poll find nothing and wait
+            await asyncio.sleep(0)
+        assert not poll.done()
+        waiting = b.leases._queue_event
+        await k.engine.trigger(s)  # queued through node A
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert waiting.is_set()  # B's long poll was woken, not left to its 1 s look
+        run = await asyncio.wait_for(poll, 10)
+        assert run is not None and run.schedule_id == s.id and run.worker_id == "w1"
+
+
+async def test_a_schedule_changed_through_one_node_wakes_the_others(tmp_path: Path) -> None:
+    async with kit(tmp_path, T) as k:
+        b = node(k, notifier=k.engine.notifier)
+        b._wake.clear()
+        s = await k.create(schedule_expression="10s")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert b._wake.is_set()
+        assert s.next_run_ms == T + 10_000
+
+
+async def test_the_hub_tells_every_other_subscriber_and_not_the_sender(
+        tmp_path: Path) -> None:
+    async with kit(tmp_path, T) as k:
+        sent: list[tuple[str, str]] = []
+        hub = k.engine.notifier
+        assert isinstance(hub, LocalHub)
+        hub.subscribe("listener", lambda kind, arg: sent.append((kind, arg)))
+        s = await k.create(schedule_expression="10s")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sent == [("wake", str(s.next_run_ms))]
+        hub.publish("listener", "wake", "1")  # its own signal does not come back to it
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sent == [("wake", str(s.next_run_ms))]

@@ -52,6 +52,7 @@ from schedd.models import (
     TriggerType,
     new_id,
 )
+from schedd.notify import CANCEL, QUEUED, WAKE, LocalHub, Notifier
 from schedd.outcomes import Outcome
 from schedd.store import Store, Tx
 
@@ -72,7 +73,7 @@ class Engine:
     def __init__(self, store: Store, clock: Clock, settings: Settings, runner: Runner,
                  *, rng: random.Random | None = None, metrics: Metrics | None = None,
                  node_id: str | None = None, exclusive: bool = True,
-                 previous_nodes: Iterable[str] = ()) -> None:
+                 previous_nodes: Iterable[str] = (), notifier: Notifier | None = None) -> None:
         self.store = store
         self.db = store.db
         self.clock = clock
@@ -135,6 +136,9 @@ class Engine:
         # the runs executing here that hold a node lease -> until when, in the order their
         # leases end (dispatch order; a renewal moves them all to the same end)
         self._leases: dict[str, int] = {}
+        # signals to and from the other nodes on the database (hints: schedd/notify.py)
+        self.notifier: Notifier = notifier if notifier is not None else LocalHub()
+        self.notifier.subscribe(self.node_id, self._on_signal)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, run_loop: bool = True) -> None:
@@ -179,6 +183,27 @@ class Engine:
         """A change may have made something due earlier than the loop plans to wake."""
         if due_ms is None or self._planned_ms is None or due_ms < self._planned_ms:
             self._wake.set()
+
+    def changed(self, due_ms: int | None = None) -> None:
+        """A schedule changed through this node (the API): wake this loop and tell the
+        other nodes, any of which may claim it."""
+        self.wake(due_ms)
+        self.notifier.publish(self.node_id, WAKE, "" if due_ms is None else str(due_ms))
+
+    def _queued(self) -> None:
+        """A run was queued for workers: wake the long polls here and on the other nodes."""
+        self.leases.notify()
+        self.notifier.publish(self.node_id, QUEUED)
+
+    def _on_signal(self, kind: str, arg: str) -> None:
+        """Another node's signal (on the event loop)."""
+        if kind == WAKE:
+            self.wake(int(arg) if arg.lstrip("-").isdigit() else None)
+        elif kind == QUEUED:
+            if not self.leases.stopping:
+                self.leases.notify()
+        elif kind == CANCEL:
+            self._cancel_task(arg)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """The loop is alive when it woke within twice its sleep cap."""
@@ -427,12 +452,15 @@ class Engine:
             self.metrics.webhook_done(ok, seconds)
         cancelled = set(fx.cancel_tasks)
         for run_id in fx.cancel_tasks:
-            self._cancel_task(run_id)
+            if run_id in self.inflight:
+                self._cancel_task(run_id)
+            else:  # it may run on another node: that one stops it
+                self.notifier.publish(self.node_id, CANCEL, run_id)
         for run, s, prepared in fx.start:
             if run.id not in cancelled:  # CANCEL_OTHER in the same cycle ended it
                 self._dispatch(run, s, prepared)
         if fx.queued:
-            self.leases.notify()
+            self._queued()
         if fx.wake_ms is not None and woken:
             self.wake(fx.wake_ms)
 
@@ -533,9 +561,9 @@ class Engine:
 
     def _after_new_pending(self, run: Run) -> None:
         if run.queue is not None:
-            self.leases.notify()
+            self._queued()
         else:
-            self.wake(run.due_ms)
+            self.wake(run.due_ms)  # due now: this node starts it
 
     async def cancel(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
         now = self.clock.now_ms()
