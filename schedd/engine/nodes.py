@@ -6,7 +6,7 @@ and `node_lease_until_ms` (now + node_lease_seconds, written with the start: cla
 Every third of the lease the loop's cycle calls `check_tx`: one UPDATE renews the leases of
 the runs executing here; the runs it could not renew ended elsewhere meanwhile (a cancel
 through another node, or a failure by one after this node stalled past the lease), so their
-actions stop; then the running runs whose lease ran out, whoever owned them, fail with
+actions stop; then the running runs of other nodes whose lease ran out fail with
 `interrupted` and follow their retry policy (a `backend` run is taken over instead: its
 work goes on remotely, so this node polls it again, never starts it twice).
 
@@ -68,7 +68,9 @@ class NodeLeases:
             fx.cancel_tasks.extend(lost)
             fx.note(logging.WARNING, "%d run(s) executing on node %s ended elsewhere; their "
                     "actions are stopped", len(lost), self.node_id)
-        expired = self.store.expired_node_runs(c, now, EXPIRE_BATCH)
+        # not this node's own: their outcomes may be on the way to the writer in another
+        # unit (a cycle and a tick at once); what this node forgot fails at its next start
+        expired = self.store.expired_node_runs(c, now, EXPIRE_BATCH, other_than=self.node_id)
         if expired:
             nodes = ", ".join(sorted({r.node_id or "?" for r in expired}))
             self._fail_or_resume_tx(c, expired, now, fx, f"the lease of node {nodes} ran out "

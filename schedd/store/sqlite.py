@@ -386,15 +386,17 @@ class Store:
                " AND lease_until_ms IS NULL AND (node_id IS NULL OR node_lease_until_ms <= ?"
                f"{in_prev}) ORDER BY seq", [now_ms, *nodes])]
 
-    def expired_node_runs(self, c: Conn, now_ms: int, limit: int) -> list[Run]:
+    def expired_node_runs(self, c: Conn, now_ms: int, limit: int, *,
+                          other_than: str) -> list[Run]:
         """Runs `running` whose node lease ran out by now_ms (their node died or stalled),
-        oldest first. Read through runs_active: the active runs only, no index of its own
-        (a node asks every few seconds, not per run)."""
+        oldest first, of nodes other than `other_than` (the asking node knows its own).
+        Read through runs_active: the active runs only, no index of its own (a node asks
+        every few seconds, not per run)."""
         return [run_from_row(r) for r in _all(
             c, f"SELECT {_R_SELECT} FROM runs INDEXED BY runs_active"
                " WHERE status IN ('pending', 'running') AND status = 'running'"
-               " AND lease_until_ms IS NULL AND node_lease_until_ms <= ?"
-               " ORDER BY seq LIMIT ?", (now_ms, limit))]
+               " AND lease_until_ms IS NULL AND node_lease_until_ms <= ? AND node_id <> ?"
+               " ORDER BY seq LIMIT ?", (now_ms, other_than, limit))]
 
     def renew_node_leases(self, c: Conn, node_id: str, run_ids: Sequence[str],
                           until_ms: int) -> set[str]:
