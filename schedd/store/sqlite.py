@@ -170,6 +170,15 @@ def _where_in(c: Conn, sql: str, ids: Sequence[str]) -> list[Any]:
 
 
 class Store:
+    #: Several nodes on one database (a PostgreSQL store sets these): ROW_CLAIM ends a
+    #: SELECT of rows this transaction is about to change (pending runs it starts, expired
+    #: runs it fails), so that another node's transaction skips them rather than taking
+    #: them too; RECORD_LOCK ends the read of the runs an outcome is recorded for, so that
+    #: two nodes recording the same run (its node, and one failing it after its lease)
+    #: take turns and the second finds it finished. SQLite has one writer: nothing to add.
+    ROW_CLAIM = ""
+    RECORD_LOCK = ""
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._seqs: dict[str, int] = {}  # schedule id -> seq (occurrence rows)
@@ -384,7 +393,7 @@ class Store:
             c, f"SELECT {_R_SELECT} FROM runs INDEXED BY runs_active"
                " WHERE status IN ('pending', 'running') AND status = 'running'"
                " AND lease_until_ms IS NULL AND (node_id IS NULL OR node_lease_until_ms <= ?"
-               f"{in_prev}) ORDER BY seq", [now_ms, *nodes])]
+               f"{in_prev}) ORDER BY seq{self.ROW_CLAIM}", [now_ms, *nodes])]
 
     def expired_node_runs(self, c: Conn, now_ms: int, limit: int, *,
                           other_than: str) -> list[Run]:
@@ -396,7 +405,7 @@ class Store:
             c, f"SELECT {_R_SELECT} FROM runs INDEXED BY runs_active"
                " WHERE status IN ('pending', 'running') AND status = 'running'"
                " AND lease_until_ms IS NULL AND node_lease_until_ms <= ? AND node_id <> ?"
-               " ORDER BY seq LIMIT ?", (now_ms, other_than, limit))]
+               f" ORDER BY seq LIMIT ?{self.ROW_CLAIM}", (now_ms, other_than, limit))]
 
     def renew_node_leases(self, c: Conn, node_id: str, run_ids: Sequence[str],
                           until_ms: int) -> set[str]:
@@ -415,7 +424,7 @@ class Store:
         their outcomes reads of their schedules (none for a deleted schedule): one query."""
         active: set[str] = set()
         tallies: dict[str, ScheduleTally] = {}
-        for row in _where_in(c, _TALLY_OF_ACTIVE, run_ids):
+        for row in _where_in(c, _TALLY_OF_ACTIVE + self.RECORD_LOCK, run_ids):
             active.add(row[0])
             if row[1] is not None and row[1] not in tallies:
                 tallies[row[1]] = _tally_from_row(row[1:])
@@ -586,11 +595,12 @@ class Store:
         return [run_from_row(r) for r in rows], int(total)
 
     def _runs_where(self, c: Conn, cond: str, params: Sequence[Any], *, order: str = "seq",
-                    limit: int = 10_000) -> list[Run]:
+                    limit: int = 10_000, claim: bool = False) -> list[Run]:
         """Runs matching an SQL condition: the store's own helper (and the test kit's);
-        nothing outside the store passes SQL text in."""
-        rows = _all(c, f"SELECT {_R_SELECT} FROM runs WHERE {cond} ORDER BY {order} LIMIT ?",
-                    [*params, limit])
+        nothing outside the store passes SQL text in. claim: the rows are this
+        transaction's to change; another node's transaction skips them (ROW_CLAIM)."""
+        rows = _all(c, f"SELECT {_R_SELECT} FROM runs WHERE {cond} ORDER BY {order} LIMIT ?"
+                       f"{self.ROW_CLAIM if claim else ''}", [*params, limit])
         return [run_from_row(r) for r in rows]
 
     def active_counts(self, c: Conn, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -668,6 +678,7 @@ class Store:
             [tenant_id, *queues, now_ms],
             order="due_ms, seq",
             limit=1,
+            claim=True,
         )
         return found[0] if found else None
 
@@ -675,7 +686,7 @@ class Store:
         """Pending runs the engine starts itself (not worker-queued), due by now."""
         return self._runs_where(
             c, "status = 'pending' AND queue IS NULL AND waiting = 0 AND due_ms <= ?",
-            (now_ms,), order="due_ms", limit=limit,
+            (now_ms,), order="due_ms", limit=limit, claim=True,
         )
 
     def active_runs_of(self, c: Conn, schedule_id: str, *,
@@ -692,7 +703,7 @@ class Store:
         """Running runs leased to a worker whose lease ended by now, the oldest lease first."""
         return self._runs_where(
             c, "status = 'running' AND lease_until_ms IS NOT NULL AND lease_until_ms <= ?",
-            (now_ms,), order="lease_until_ms", limit=limit)
+            (now_ms,), order="lease_until_ms", limit=limit, claim=True)
 
     def cancel_pending_runs_of_records(self, c: Conn, schedule_id: str, keys: Sequence[str],
                                        now_ms: int, reason: str) -> None:
