@@ -81,6 +81,9 @@ class EngineProxy:
     def wake(self, due_ms: int | None = None) -> None:
         self._host.loop.call_soon_threadsafe(self._engine.wake, due_ms)
 
+    def changed(self, due_ms: int | None = None) -> None:
+        self._host.loop.call_soon_threadsafe(self._engine.changed, due_ms)
+
     def stop_claiming(self) -> None:
         self._host.loop.call_soon_threadsafe(self._engine.stop_claiming)
 
