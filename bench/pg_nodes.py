@@ -439,6 +439,7 @@ async def failover_run(a: argparse.Namespace, pg: Postgres) -> dict[str, Any]:
         sink = Sink(Path(tmp))
         url = pg.database()
         nodes: list[Node] = []
+        victim: Node | None = None
         try:
             async with LeanHttp(max_connections=32) as http:
                 nodes.append(Node(Path(tmp), "n1", url, a.lease))
@@ -483,6 +484,8 @@ async def failover_run(a: argparse.Namespace, pg: Postgres) -> dict[str, Any]:
             for nd in nodes:
                 nd.stop()
             records = sink.stop()
+            errors = [e for nd in nodes if nd is not victim for e in nd.errors()][:5]
+    assert victim is not None
     arr = arrivals_of(records)
     inside = [(at, nm, att, d) for at, nm, att, d in arr if lo <= d < hi]
     per_attempt = Counter((nm, d, att) for _, nm, att, d in inside)
@@ -512,8 +515,7 @@ async def failover_run(a: argparse.Namespace, pg: Postgres) -> dict[str, Any]:
         "within_bound": bool(retry_s) and max(retry_s) <= a.lease + 2,
         "runs_by_status": {f"{s}/{e or ''}": c for (s, e), c in by_status.items()},
         **lateness_summary([at - d for at, _, att, d in inside if att == 1]),
-        "errors": [e for nd in nodes if nd is not victim for e in nd.errors()][:5],
-        "load": loadavg(),
+        "errors": errors, "load": loadavg(),
     }
     show(out)
     return out
@@ -552,7 +554,12 @@ async def main(a: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the finally blocks: every child is stopped
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--scenario", default="one,three,failover")
     ap.add_argument("--reps", type=int, default=2, help="interleaved reps of one and three")
