@@ -79,7 +79,15 @@ class EngineProxy:
 
     # ---------------------------------------------------------------- scheduled onto its loop
     def wake(self, due_ms: int | None = None) -> None:
-        self._host.loop.call_soon_threadsafe(self._engine.wake, due_ms)
+        """Engine.wake's own test, made here first: a create due after the instant the
+        engine sleeps until needs no wake, and a hop to its thread costs more CPU than
+        the create (a year-out create woke the engine thread for nothing each time). The
+        read is safe across threads: `_planned_ms` is set just before the engine sleeps
+        and cleared as it wakes, before its next cycle reads the schedules; the caller's
+        write committed before this read, so that cycle sees it."""
+        planned = self._engine._planned_ms
+        if due_ms is None or planned is None or due_ms < planned:
+            self._host.loop.call_soon_threadsafe(self._engine.wake, due_ms)
 
     def changed(self, due_ms: int | None = None) -> None:
         self._host.loop.call_soon_threadsafe(self._engine.changed, due_ms)

@@ -110,3 +110,42 @@ async def test_engine_thread_runs_coroutines_on_its_loop_and_restores_the_interv
         await host.close()
     assert host.loop.is_closed()
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+async def test_proxy_wakes_the_engine_thread_only_when_it_must() -> None:
+    """A create due after the engine's planned wake-up costs no hop to its thread; one due
+    before it, one while a cycle runs (nothing planned) and a bare wake do."""
+    import asyncio
+    from typing import Any, cast
+
+    from schedd.engine import Engine
+    from schedd.engine_thread import EngineProxy, EngineThread
+
+    class Recorded:
+        metrics = None
+
+        def __init__(self) -> None:
+            self._planned_ms: int | None = 10_000
+            self.woken: list[int | None] = []
+
+        def wake(self, due_ms: int | None = None) -> None:
+            self.woken.append(due_ms)
+
+    fake = Recorded()
+    host = EngineThread(asyncio.new_event_loop())
+    try:
+        proxy = EngineProxy(cast(Engine, cast(Any, fake)), host)
+        proxy.wake(20_000)  # after the planned wake-up: nothing to do
+        proxy.wake(10_000)
+        proxy.wake(9_999)  # before it
+        fake._planned_ms = None  # a cycle runs: always
+        proxy.wake(50_000)
+        proxy.wake(None)
+
+        async def settled() -> None:
+            return None
+
+        await host.run(settled())  # the loop ran what was scheduled before it
+        assert fake.woken == [9_999, 50_000, None]
+    finally:
+        await host.close()
