@@ -85,11 +85,18 @@ class EngineProxy:
         read is safe across threads: `_planned_ms` is set just before the engine sleeps
         and cleared as it wakes, before its next cycle reads the schedules; the caller's
         write committed before this read, so that cycle sees it."""
-        planned = self._engine._planned_ms
-        if due_ms is None or planned is None or due_ms < planned:
+        if self._must_wake(due_ms):
             self._host.loop.call_soon_threadsafe(self._engine.wake, due_ms)
 
+    def _must_wake(self, due_ms: int | None) -> bool:
+        planned = self._engine._planned_ms
+        return due_ms is None or planned is None or due_ms < planned
+
     def changed(self, due_ms: int | None = None) -> None:
+        """Engine.changed: wake here, and tell the other nodes. With no other node (an
+        exclusive engine, whose notifier is this process's own hub), as wake()."""
+        if self._engine.exclusive and not self._must_wake(due_ms):
+            return
         self._host.loop.call_soon_threadsafe(self._engine.changed, due_ms)
 
     def stop_claiming(self) -> None:

@@ -128,8 +128,13 @@ async def test_proxy_wakes_the_engine_thread_only_when_it_must() -> None:
             self._planned_ms: int | None = 10_000
             self.woken: list[int | None] = []
 
+        exclusive = True
+
         def wake(self, due_ms: int | None = None) -> None:
             self.woken.append(due_ms)
+
+        def changed(self, due_ms: int | None = None) -> None:
+            self.woken.append(-1 if due_ms is None else -due_ms)
 
     fake = Recorded()
     host = EngineThread(asyncio.new_event_loop())
@@ -141,11 +146,16 @@ async def test_proxy_wakes_the_engine_thread_only_when_it_must() -> None:
         fake._planned_ms = None  # a cycle runs: always
         proxy.wake(50_000)
         proxy.wake(None)
+        fake._planned_ms = 10_000
+        proxy.changed(20_000)  # one node: as wake
+        proxy.changed(9_999)
+        fake.exclusive = False  # other nodes share the database: always told
+        proxy.changed(20_000)
 
         async def settled() -> None:
             return None
 
         await host.run(settled())  # the loop ran what was scheduled before it
-        assert fake.woken == [9_999, 50_000, None]
+        assert fake.woken == [9_999, 50_000, None, -9_999, -20_000]
     finally:
         await host.close()
