@@ -6,14 +6,17 @@ instant."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import subprocess
 import sys
 from collections import Counter
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from engine_kit import FakeRunner, Kit, kit
 
+from schedd.db import Database
 from schedd.engine import Engine
 from schedd.models import Run, RunStatus
 from schedd.node_file import NodeFile
@@ -29,6 +32,17 @@ def node(k: Kit, **kw: object) -> Engine:
     """Another node over the kit's database: a shared one, as on PostgreSQL."""
     return Engine(k.store, k.clock, k.settings, FakeRunner(),  # type: ignore[arg-type]
                   exclusive=False, **kw)  # type: ignore[arg-type]
+
+
+async def separate_node(k: Kit, stack: AsyncExitStack) -> Engine:
+    """Another node with a connection of its own to the kit's database, as another process
+    has: on PostgreSQL its transactions really run beside the kit engine's."""
+    url = getattr(k.settings, "database_url", "")
+    db = (importlib.import_module("schedd.pgdb").PgDatabase(url) if url
+          else Database(k.settings.db))
+    await stack.enter_async_context(db)
+    return Engine(type(k.store)(db), k.clock, k.settings, FakeRunner(),  # type: ignore[arg-type]
+                  exclusive=False)
 
 
 async def hung_run(k: Kit) -> Run:
@@ -181,10 +195,10 @@ async def test_a_stalled_node_whose_run_was_failed_elsewhere_stops_its_action(
 
 
 async def test_two_nodes_claim_each_occurrence_once(tmp_path: Path) -> None:
-    async with kit(tmp_path, T, claim_batch_size=7) as k:
+    async with kit(tmp_path, T, claim_batch_size=7) as k, AsyncExitStack() as stack:
         schedules = [await k.create(name=f"s{i}", schedule_expression="10s")
                      for i in range(30)]
-        b = node(k)
+        b = await separate_node(k, stack)
         for step in range(1, 31):  # five minutes, both nodes ticking at every instant
             now = T + step * 10_000
             k.clock.set(now)
@@ -304,3 +318,35 @@ async def test_the_hub_tells_every_other_subscriber_and_not_the_sender(
         for _ in range(3):
             await asyncio.sleep(0)
         assert sent == [("wake", str(s.next_run_ms))]
+
+
+async def test_two_nodes_start_each_due_retry_once(tmp_path: Path) -> None:
+    """Pending runs (here retries) due at once are started by one node each, never both:
+    the rows a cycle starts are claimed (ROW_CLAIM on a shared database)."""
+    async with kit(tmp_path, T) as k, AsyncExitStack() as stack:
+        for i in range(40):
+            await k.create(name=f"f{i}", schedule_expression="1h", headers={"x-fail": "1"},
+                           retry_backoff_seconds=5)
+        b = await separate_node(k, stack)
+        k.clock.set(T + HOUR)
+        while True:
+            more = await asyncio.gather(k.engine.tick(T + HOUR), b.tick(T + HOUR))
+            await asyncio.sleep(0)
+            await k.engine._flush()
+            await b._flush()
+            if not any(more):
+                break
+        retries = await k.runs(status="pending")
+        assert len(retries) == 40
+        now = T + HOUR + 10_000  # every retry due (5 s ± 10 %)
+        k.clock.set(now)
+        for _ in range(5):
+            await asyncio.gather(k.engine.tick(now), b.tick(now))
+            await asyncio.sleep(0)
+            await k.engine._flush()
+            await b._flush()
+        second = [c for c in k.runner.calls + b.runner.calls  # type: ignore[attr-defined]
+                  if c.attempt == 2]
+        assert len(second) == 40
+        assert len({c.run_id for c in second}) == 40  # no retry started twice
+        assert {r.status for r in await k.runs()} == {RunStatus.failed, RunStatus.succeeded}
