@@ -45,11 +45,11 @@ import re
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from schedd.errors import StorageUnavailable
 
@@ -76,14 +76,36 @@ _FAULT_MESSAGES = (("disk is full", "full"), ("readonly database", "readonly"),
 
 P = ParamSpec("P")
 T = TypeVar("T")
-Conn = sqlite3.Connection
 
 
-def migrations() -> list[tuple[int, str]]:
-    """(version, sql) of every packaged SQLite migration (schedd/migrations/sqlite/), in
-    order; versions are 1, 2, 3, ..."""
+class Cursor(Protocol):
+    """What a statement gives back (sqlite3.Cursor; psycopg's Cursor on PostgreSQL)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """The transaction handle a unit of work `fn(conn, ...)` is given: the store's functions
+    run their statements on it (SQLite's dialect, `?` parameters). On SQLite it is the
+    sqlite3.Connection itself; on PostgreSQL schedd.pgdb.PgConn, which translates."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+def migrations(dialect: str = "sqlite") -> list[tuple[int, str]]:
+    """(version, sql) of every packaged migration of a dialect (schedd/migrations/sqlite/,
+    schedd/migrations/postgres/), in order; versions are 1, 2, 3, ..."""
     found: list[tuple[int, str]] = []
-    for entry in (resources.files("schedd.migrations") / "sqlite").iterdir():
+    for entry in (resources.files("schedd.migrations") / dialect).iterdir():
         m = _MIGRATION_NAME.match(entry.name)
         if m:
             found.append((int(m.group(1)), entry.read_text(encoding="utf-8")))
@@ -145,7 +167,7 @@ class _Worker:
         self._turns: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
-        self.conn: sqlite3.Connection | None = None
+        self.conn: Any = None  # the connection this thread owns (sqlite3 or psycopg)
 
     def _main(self) -> None:
         queue = self._queue
@@ -212,7 +234,7 @@ class _Worker:
         if turn:
             self._queue.put(turn)
 
-    async def run(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args,
+    async def run(self, fn: Callable[Concatenate[Any, P], T], *args: P.args,
                   **kwargs: P.kwargs) -> T:
         conn = self.conn
         if conn is None:
@@ -288,7 +310,7 @@ def _call(fn: Callable[[], Any], via: OneRunner | None = None) -> tuple[bool, An
         return False, exc
 
 
-def _in_tx(conn: Conn, fn: Callable[[], T]) -> T:
+def _in_tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn()

@@ -59,7 +59,7 @@ _S_INSERT = (
     f"INSERT INTO schedules ({_S_SELECT}) VALUES ({', '.join('?' * len(SCHEDULE_COLS))})"
 )
 _R_INSERT = f"INSERT INTO runs ({_R_SELECT}) VALUES ({', '.join('?' * len(RUN_COLS))})"
-_R_INSERT_OR_IGNORE = _R_INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+_R_INSERT_OR_IGNORE = _R_INSERT + " ON CONFLICT DO NOTHING"  # both dialects
 _S_UPDATE_COLS = tuple(c for c in SCHEDULE_COLS if c not in ("id", "tenant_id", "created_ms"))
 _S_UPDATE = f"UPDATE schedules SET {', '.join(f'{c} = ?' for c in _S_UPDATE_COLS)} WHERE id = ?"
 # What a claim changes of a schedule. Naming only these keeps the schedule's other indexes
@@ -170,6 +170,12 @@ def _where_in(c: Conn, sql: str, ids: Sequence[str]) -> list[Any]:
 
 
 class Store:
+    """Every statement over the schedules, runs, keys, records and their neighbours, in the
+    SQL SQLite and PostgreSQL share (store/postgres.py overrides what must differ)."""
+
+    #: what a unique index refusing a row raises through this store's connections
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
     #: Several nodes on one database (a PostgreSQL store sets these): ROW_CLAIM ends a
     #: SELECT of rows this transaction is about to change (pending runs it starts, expired
     #: runs it fails), so that another node's transaction skips them rather than taking
@@ -493,8 +499,10 @@ class Store:
         out: dict[str, RunTally] = {}
         for r in _where_in(
             c,
-            "SELECT schedule_id, count(*), sum(status = 'succeeded'), sum(status = 'failed'),"
-            " sum(status = 'running'), (SELECT r2.attempt_root_run_id FROM runs r2"
+            "SELECT schedule_id, count(*), count(*) FILTER (WHERE status = 'succeeded'),"
+            " count(*) FILTER (WHERE status = 'failed'),"
+            " count(*) FILTER (WHERE status = 'running'),"
+            " (SELECT r2.attempt_root_run_id FROM runs r2"
             "  WHERE r2.schedule_id = runs.schedule_id ORDER BY r2.seq DESC LIMIT 1)"
             " FROM runs WHERE schedule_id IN {in} GROUP BY schedule_id",
             schedule_ids,
@@ -539,7 +547,7 @@ class Store:
         c.execute("SAVEPOINT claim")
         try:
             c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
-        except sqlite3.IntegrityError:
+        except self.integrity_errors:
             c.execute("ROLLBACK TO claim")
         else:
             c.execute("RELEASE claim")
