@@ -40,7 +40,8 @@ def _settings(args: argparse.Namespace, **flags: Any) -> config.Settings:
 
     try:
         settings = config.load(args.config, {"db": args.db, **flags})
-        check_schema(settings.db)
+        if not settings.database_url:
+            check_schema(settings.db)
     except (ConfigError, SchemaTooNew) as exc:
         _die(str(exc))
     except sqlite3.DatabaseError as exc:
@@ -49,13 +50,12 @@ def _settings(args: argparse.Namespace, **flags: Any) -> config.Settings:
 
 
 def _with_services(settings: config.Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
-    from schedd.db import Database
     from schedd.services import Services
-    from schedd.store import Store
+    from schedd.store import open_database, store_for
 
     async def main() -> T:
-        async with Database(settings.db) as db:
-            return await fn(Services(Store(db), SystemClock(), settings))
+        async with open_database(settings) as db:
+            return await fn(Services(store_for(db), SystemClock(), settings))
 
     return asyncio.run(main())
 

@@ -52,6 +52,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     run_retention_days: Annotated[
         int, _m("storage", "runs older than this are pruned (the last 100 per schedule stay)", ge=1)
     ] = 30
+    # [database]
+    database_url: Annotated[
+        str, _m("database", "PostgreSQL instead of the SQLite file: postgresql://user:pass@host/db"
+                " (empty: SQLite at `db`; the key file is still written beside `db`)", key="url")
+    ] = ""
     # [engine]
     max_concurrent_actions: Annotated[
         int, _m("engine", "actions running at the same time, at most", ge=1, le=10000)
@@ -282,6 +287,10 @@ def load(
     settings = msgspec.convert(
         {**msgspec.structs.asdict(Settings()), **merged}, Settings, strict=False
     )
+    if settings.database_url and urllib.parse.urlsplit(settings.database_url).scheme not in (
+            "postgresql", "postgres"):
+        # the value itself is not shown: it may hold a password
+        raise ConfigError("database_url: not a postgresql:// URL")
     for endpoint, url in settings.compat_endpoints.items():
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

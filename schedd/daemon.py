@@ -26,7 +26,6 @@ from schedd.backends import BackendRunner
 from schedd.backends.prefect import PrefectBackend
 from schedd.clock import Clock, SystemClock
 from schedd.config import Settings
-from schedd.db import Database
 from schedd.engine import Engine, new_node_id
 from schedd.engine_thread import EngineProxy, EngineThread
 from schedd.logs import setup_logging
@@ -35,7 +34,7 @@ from schedd.node_file import NodeFile
 from schedd.notify import LocalHub, Notifier
 from schedd.notify_pg import PgNotifier
 from schedd.services import Services
-from schedd.store import Store
+from schedd.store import Store, open_database, store_for
 from schedd.syncs import SyncService, load_catalog
 
 log = logging.getLogger("schedd")
@@ -47,8 +46,8 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
     """Open everything the daemon needs, start the engine, and close it all on exit."""
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
-        db = await stack.enter_async_context(Database(settings.db))
-        store = Store(db)
+        db = await stack.enter_async_context(open_database(settings))
+        store = store_for(db)
         services = Services(store, clock, settings)
         key_path = await services.ensure_first_key(settings.db + ".key")
         if key_path is not None:

@@ -34,6 +34,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "commands": _ABOVE_ACTIONS | {"actions", "webhooks", "webhook_http"},
     "webhook_http": _ABOVE_ACTIONS | (ACTION_MODULES - {"webhook_http"}),
     "db": {"store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
+    # db.py's twin for PostgreSQL
+    "pgdb": {"store", "engine", "services", "api", "daemon", "cli", *ACTION_MODULES},
     # store/ holds every SQL statement (sqlite.py; sqlite_syncs.py for the Syncs API)
     "store": {"engine", "services", "entities", "syncs", "api", "backends", "daemon", "cli",
               "console", *ACTION_MODULES},
@@ -61,6 +63,7 @@ _NO_WEB = {"litestar", "uvicorn", "sqlite3"}
 THIRD_PARTY_FORBIDDEN = {
     "store": {"litestar", "uvicorn", "aiohttp"},
     "db": {"litestar", "uvicorn", "aiohttp"},
+    "pgdb": {"litestar", "uvicorn", "aiohttp", "sqlite3"},
     "engine": {"litestar", "uvicorn", "jinja2"},
     "services": {"litestar", "uvicorn", "jinja2"},
     "syncs": {"litestar", "uvicorn", "jinja2"},

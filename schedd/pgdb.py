@@ -1,0 +1,355 @@
+"""PostgreSQL access, the twin of db.py: one writer thread with group commit, a few reader
+threads, each owning a psycopg 3 connection, running the same synchronous units of work
+`fn(conn, *args)` as on SQLite.
+
+The store's statements are written once, in the SQL both databases speak; `PgConn` hands
+them to PostgreSQL after a mechanical translation, cached per statement text: `?`
+parameters become `%s`, SQLite's `INDEXED BY` hints go, `LIKE` (ASCII case-insensitive in
+SQLite) becomes `ILIKE`, and the scalar `max(a, b)` becomes `greatest(a, b)`. Python bools
+are bound as 0/1 (the flag columns are integers, as on SQLite). What must differ beyond
+that is a method of store/postgres.py.
+
+The writer mirrors db.py's: units queued while a transaction runs share the next one, each
+inside its own SAVEPOINT, every caller answered only after the one COMMIT. On PostgreSQL a
+failed statement leaves the transaction aborted until `ROLLBACK TO SAVEPOINT`, which is what
+the group does anyway. Several schedd nodes may write at once (each has its own writer);
+what they must not both do (claim the same due schedule) is settled by row locks in the
+store's statements, not here.
+
+A storage fault (the server down or restarting, the connection lost, too many clients, a
+full disk on the server) raises StorageUnavailable like a SQLite fault, so /readyz and the
+metrics say so; the next unit reconnects.
+
+Migrations (schedd/migrations/postgres/, numbered like SQLite's) run under a
+`pg_advisory_lock`, by whichever node starts first; the others wait, then find them done.
+The version is kept in table `schedd_schema`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+
+from schedd.db import (
+    _STOP,
+    Cursor,
+    Database,
+    SchemaTooNew,
+    _call,
+    _Worker,
+    migrations,
+)
+from schedd.errors import InvalidField, StorageUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+READERS = 2  # reader connections (threads); reads are short, the writer is the bottleneck
+CONNECT_TIMEOUT_S = 5
+MIGRATION_LOCK = 0x5C4EDD  # pg_advisory_lock key of schedd's migrations
+
+_INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
+_LIKE = re.compile(r"\bLIKE\b")
+_MAX2 = re.compile(r"\bmax\((\w+), \?\)")
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+@lru_cache(maxsize=4096)
+def translate(sql: str) -> tuple[str, bool]:
+    """(PostgreSQL text of a store statement, whether it writes). Question marks inside
+    quoted literals stay; a literal % is doubled (psycopg's placeholders)."""
+    sql = _INDEXED_BY.sub("", sql)
+    sql = _LIKE.sub("ILIKE", sql)
+    sql = _MAX2.sub(r"greatest(\1, ?)", sql)
+    parts = sql.split("'")
+    for i in range(0, len(parts), 2):  # outside quotes
+        parts[i] = parts[i].replace("%", "%%").replace("?", "%s")
+    for i in range(1, len(parts), 2):  # inside quotes
+        parts[i] = parts[i].replace("%", "%%")
+    out = "'".join(parts)
+    return out, out.lstrip().upper().startswith(_WRITES)
+
+
+def _bind(params: Sequence[Any]) -> tuple[Any, ...]:
+    """Bools as 0/1: the flag columns are integers on both databases. PostgreSQL's text
+    cannot hold U+0000 (SQLite's can): a value with one is refused as the client's (a 422),
+    never half-written (JSON columns hold it escaped, as \\u0000, and are not concerned)."""
+    out = tuple(int(p) if p is True or p is False else p for p in params)
+    for p in out:
+        if type(p) is str and "\x00" in p:
+            raise InvalidField(["body"], "a text value contains U+0000 (NUL), which the"
+                               " PostgreSQL backend cannot store", "value_error")
+    return out
+
+
+class PgConn:
+    """The transaction handle of a unit of work on PostgreSQL (see the module docstring):
+    the part of sqlite3.Connection the store uses, over a psycopg connection."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+        self.changes = 0  # rows written through it (db.write's "did it write" test)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        text, writes = translate(sql)
+        cur = self.raw.cursor()
+        cur.execute(text, _bind(parameters) if parameters else None)
+        if writes and cur.rowcount > 0:
+            self.changes += cur.rowcount
+        return cur
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+        text, writes = translate(sql)
+        cur = self.raw.cursor()
+        cur.executemany(text, [_bind(p) for p in parameters])
+        if writes and cur.rowcount > 0:
+            self.changes += cur.rowcount
+        return cur
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+
+def fault_kind(exc: BaseException) -> str | None:
+    """The StorageUnavailable kind of a PostgreSQL error, or None when it is not the
+    storage's (a constraint, a bug): "io" for a lost or refused connection, "full" for a
+    full disk or out of memory on the server, "locked" for a lock or statement timeout or a
+    deadlock broken by the server, "readonly" for a read-only server (a standby)."""
+    if isinstance(exc, pg_errors.DiskFull | pg_errors.OutOfMemory):
+        return "full"
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return "readonly"
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled
+                  | pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+        return "locked"
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return "io"
+    return None
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                           application_name="schedd")
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT to_regclass('schedd_schema')").fetchone()
+    if row is None or row[0] is None:
+        return 0
+    got = conn.execute("SELECT version FROM schedd_schema").fetchone()
+    return 0 if got is None else int(got[0])
+
+
+def migrate(url: str) -> None:
+    """Bring the database's schema up to this schedd's, under the migration lock."""
+    known = migrations("postgres")
+    with _connect(url) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            current = _schema_version(conn)
+            if current > len(known):
+                raise SchemaTooNew(
+                    f"PostgreSQL database schema version {current} is newer than this schedd "
+                    f"({len(known)}); upgrade schedd or restore a backup")
+            for version, sql in known[current:]:
+                with conn.transaction():
+                    conn.execute("CREATE TABLE IF NOT EXISTS schedd_schema (version INTEGER"
+                                 " NOT NULL)")
+                    conn.execute(sql)
+                    conn.execute("DELETE FROM schedd_schema")
+                    conn.execute("INSERT INTO schedd_schema (version) VALUES (%s)", (version,))
+                log.info("PostgreSQL schema migrated to version %d", version)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+class PgDatabase(Database):
+    """Database's interface over PostgreSQL: write, read, fetch_all/one, probe_write,
+    fault, fault_listeners, commits. `path` is the url (never logged: it may hold a
+    password)."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, readers: int = READERS) -> None:
+        super().__init__(url)
+        self.url = url
+        self._nreaders = readers
+        self._readers: list[_Worker] = []
+        self._next_reader = 0
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(migrate, self.url)
+            self._writer = _Worker("schedd-pg-writer", self._write_one, self._write_group)
+            self._writer.conn = await self._writer.call(lambda: PgConn(_connect(self.url)))
+            for i in range(self._nreaders):
+                w = _Worker(f"schedd-pg-reader-{i}")
+                self._readers.append(w)
+                w.conn = await w.call(lambda: PgConn(_connect(self.url)))
+        except psycopg.OperationalError as exc:
+            await self.close()
+            raise StorageUnavailable("io", _scrub(str(exc), self.url)) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        readers, writer = self._readers, self._writer
+        self._readers, self._writer = [], None
+        for w in [*readers, *([writer] if writer is not None else [])]:
+            conn, w.conn = w.conn, None
+            if conn is not None:
+                await w.call(conn.raw.close)
+            w._queue.put(_STOP)
+
+    # ------------------------------------------------------------------ the writer
+    def _conn(self) -> PgConn:
+        """The writer's connection, reconnected first when it was lost."""
+        w = self._writer
+        if w is None or w.conn is None:
+            raise RuntimeError("database is not open")
+        conn: PgConn = w.conn
+        if conn.raw.closed or conn.raw.broken:
+            with contextlib.suppress(Exception):
+                conn.raw.close()
+            conn = w.conn = PgConn(_connect(self.url))
+        return conn
+
+    def _write_one(self, fn: Callable[[], T]) -> T:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            result = fn()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction and not conn.raw.broken:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        self._writes += 1
+        return result
+
+    def _write_group(self, units: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN")
+        except BaseException as exc:
+            return [(False, exc) for _ in units]
+        outcomes: list[tuple[bool, Any]] = []
+        for i, unit in enumerate(units):
+            try:
+                conn.execute("SAVEPOINT schedd_group")
+                outcomes.append((True, unit()))
+                conn.execute("RELEASE SAVEPOINT schedd_group")
+                continue
+            except BaseException as exc:
+                error = exc
+            if not conn.raw.broken:
+                try:
+                    conn.execute("ROLLBACK TO SAVEPOINT schedd_group")
+                    conn.execute("RELEASE SAVEPOINT schedd_group")
+                except BaseException as exc:  # the transaction is gone with it
+                    error = exc
+            if i < len(outcomes):
+                outcomes[i] = (False, error)
+            else:
+                outcomes.append((False, error))
+            if conn.raw.broken or not conn.in_transaction:
+                lost = [(False, error) if ok else (ok, v) for ok, v in outcomes]
+                return lost + [_call(u, self._write_one) for u in units[i + 1:]]
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction and not conn.raw.broken:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            return [(False, exc) for _ in units]
+        self._writes += 1
+        return outcomes
+
+    async def write(self, fn: Callable[Concatenate[Any, P], T], *args: P.args,
+                    **kwargs: P.kwargs) -> T:
+        w = self._worker(self._writer)
+
+        def unit() -> tuple[T, bool]:
+            conn = self._conn()
+            before = conn.changes
+            result = fn(conn, *args, **kwargs)
+            return result, conn.changes != before
+
+        try:
+            result, wrote = await w.call(unit, grouped=True)
+        except psycopg.Error as exc:
+            kind = fault_kind(exc)
+            if kind is None:
+                raise
+            fault = StorageUnavailable(kind, _scrub(str(exc), self.url))
+            self.fault = fault
+            for listener in self.fault_listeners:
+                listener(fault)
+            raise fault from exc
+        if wrote:
+            self.fault = None
+        return result
+
+    async def probe_write(self) -> None:
+        await self.write(_probe)
+        self.fault = None
+
+    # ------------------------------------------------------------------ readers
+    async def read(self, fn: Callable[Concatenate[Any, P], T], *args: P.args,
+                   **kwargs: P.kwargs) -> T:
+        if not self._readers:
+            raise RuntimeError("database is not open")
+        w = self._readers[self._next_reader % len(self._readers)]
+        self._next_reader += 1
+
+        def unit() -> T:
+            conn: PgConn = w.conn
+            if not (conn.raw.closed or conn.raw.broken):
+                try:
+                    return fn(conn, *args, **kwargs)
+                except psycopg.OperationalError:
+                    if not conn.raw.broken:
+                        raise
+                # the connection was lost (a server restart, a proxy): a read changes
+                # nothing, so it is asked again once on a new connection
+            with contextlib.suppress(Exception):
+                conn.raw.close()
+            conn = w.conn = PgConn(_connect(self.url))
+            return fn(conn, *args, **kwargs)
+
+        try:
+            return await w.call(unit)
+        except psycopg.Error as exc:
+            kind = fault_kind(exc)
+            if kind is None:
+                raise
+            raise StorageUnavailable(kind, _scrub(str(exc), self.url)) from exc
+
+
+def _probe(conn: PgConn) -> None:
+    conn.execute("SELECT 1")
+
+
+def _scrub(text: str, url: str) -> str:
+    """An error message without the url's password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return text
+    password = info.get("password")
+    return text.replace(str(password), "********") if password else text

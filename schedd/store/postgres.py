@@ -1,0 +1,27 @@
+"""The store on PostgreSQL: Store's statements (translated by schedd.pgdb.PgConn), and the
+few methods whose SQL must differ."""
+
+from __future__ import annotations
+
+from psycopg import errors as pg_errors
+
+from schedd.db import Conn
+from schedd.models import Schedule
+from schedd.store.sqlite import _S_SELECT, Store, _all, schedule_from_row
+
+
+class PgStore(Store):
+    integrity_errors = (pg_errors.IntegrityError,)
+
+    def due_schedules(self, c: Conn, now_ms: int, limit: int) -> list[Schedule]:
+        """The due schedules, locked for this transaction: another node's claim skips the
+        rows this one holds (and claims the next ones) instead of waiting for them or
+        claiming them twice."""
+        rows = _all(
+            c,
+            f"SELECT {_S_SELECT} FROM schedules"
+            " WHERE status = 'active' AND next_run_ms IS NOT NULL AND next_run_ms <= ?"
+            " ORDER BY next_run_ms LIMIT ? FOR UPDATE SKIP LOCKED",
+            (now_ms, limit),
+        )
+        return [schedule_from_row(r) for r in rows]
