@@ -3,10 +3,12 @@ the real app (its lifespan opens the database and runs the engine on the fake cl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import db_backend
+import pg_kit
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -19,10 +21,60 @@ from schedd.services import Services
 T0 = 1_795_338_000_000
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): a test about SQLite itself, not run on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that reaches a database (through make_settings, database_url or a kit)
+    runs on each backend (tests/db_backend.py)."""
+    if "backend" in metafunc.fixturenames:
+        if any(m.args and "backend" in str(m.args[0])
+               for m in metafunc.definition.iter_markers("parametrize")):
+            return  # the test chose its backend itself
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        if only is not None and not (only.args or only.kwargs.get("reason")):
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs a reason")
+        params = ["sqlite"] if only is not None else list(db_backend.BACKENDS)
+        metafunc.parametrize("backend", params, scope="function")
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def backend() -> str:
+    return "sqlite"  # replaced by the parameter above
+
+
+_template_ready = False
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test's PostgreSQL database (fresh, migrated), or "" on SQLite."""
+    global _template_ready
+    if backend == "sqlite":
+        db_backend.current_url = ""
+        yield ""
+        return
+    server: pg_kit.PgServer = request.getfixturevalue("pg_server")
+    if not _template_ready:
+        from schedd.pgdb import migrate
+
+        migrate(server.make_template(db_backend.TEMPLATE))
+        _template_ready = True
+    url = server.create_database(template=db_backend.TEMPLATE)
+    db_backend.current_url = url
+    try:
+        yield url
+    finally:
+        db_backend.current_url = ""
+        server.drop_database(pg_kit.dbname_of(url))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {"db": str(tmp_path / "schedd.db")}
+        base: dict[str, Any] = {"db": str(tmp_path / "schedd.db"), "database_url": database_url}
         base.update(overrides)
         return Settings(**base)
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import db_backend
 import httpx
 
 READY_TIMEOUT_S = 15.0
@@ -80,6 +81,8 @@ class Daemon:
         self.key_path = Path(str(self.db) + ".key")
         self.stderr_path = self.workdir / "daemon.stderr.log"
         self.env = {**FAST_ENV, **(env or {})}
+        if db_backend.current_url:  # the test runs on PostgreSQL (tests/db_backend.py)
+            self.env.setdefault("SCHEDD_DATABASE_URL", db_backend.current_url)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.key = ""

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import db_backend
+
 from schedd.actions import Outcome, Prepared, RunContext
 from schedd.clock import FakeClock
 from schedd.config import Settings
@@ -17,7 +19,7 @@ from schedd.db import Database
 from schedd.engine import Engine
 from schedd.models import Run, Schedule
 from schedd.services import Services
-from schedd.store import Store
+from schedd.store import open_database, store_for
 
 
 class FakeRunner:
@@ -49,7 +51,7 @@ class Kit:
         self.db = db
         self.clock = clock
         self.settings = settings
-        self.store = Store(db)
+        self.store = store_for(db)
         self.services = Services(self.store, clock, settings)
         self.runner = FakeRunner()
         self.engine = Engine(self.store, clock, settings, self.runner)  # type: ignore[arg-type]
@@ -127,8 +129,9 @@ class Kit:
 
 @asynccontextmanager
 async def kit(tmp_path: Path, start_ms: int, **settings: Any) -> AsyncIterator[Kit]:
-    cfg = Settings(db=str(tmp_path / "engine.db"), **settings)
-    async with Database(cfg.db) as db:
+    cfg = Settings(db=str(tmp_path / "engine.db"), database_url=db_backend.current_url,
+                   **settings)
+    async with open_database(cfg) as db:
         k = Kit(db, FakeClock(start_ms), cfg)
         await k.setup()
         try:

@@ -3,6 +3,7 @@ is still refused at once, including one made by another process (`schedd keys re
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -53,8 +54,9 @@ async def test_a_key_revoked_by_another_process_is_refused_at_once(
         assert (await api.client.get("/v1/schedules", headers=headers)).status_code == 200
     assert len(lookups) == 1
     db = api.services.settings.db
+    env = {**os.environ, "SCHEDD_DATABASE_URL": api.services.settings.database_url}
     proc = subprocess.run([sys.executable, "-m", "schedd", "keys", "revoke", key_id, "--db", db],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     # the very next request: refused, though the key was cached a moment ago
     r = await api.client.get("/v1/schedules", headers=headers)

@@ -163,6 +163,7 @@ async def test_a_cancel_during_the_create_finds_the_remote_run_and_cancels_it() 
     assert b.cancelled == ["fr-1"]
 
 
+@pytest.mark.usefixtures("database_url")  # on SQLite and on PostgreSQL
 async def test_backend_runs_survive_a_stop_and_are_resumed_not_interrupted(
     tmp_path: Path
 ) -> None:

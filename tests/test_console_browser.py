@@ -25,7 +25,8 @@ import pytest
 from tests.daemon_kit import Daemon
 from tests.sink import Sink
 
-pytestmark = pytest.mark.e2e
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

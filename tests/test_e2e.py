@@ -32,7 +32,8 @@ except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself
     from daemon_kit import Daemon
     from sink import Sink, SinkRequest
 
-pytestmark = pytest.mark.e2e
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 WHSEC = "whsec_" + base64.b64encode(b"e2e-secret-0123456789abcdef01234").decode()
@@ -822,6 +823,7 @@ async def test_downtime_is_caught_up_inside_the_window_and_missed_outside(
         assert await d.stop() == 0
 
 
+@pytest.mark.sqlite_only("schedd backup copies the SQLite file (PostgreSQL: pg_dump)")
 async def test_backup_while_an_every_second_schedule_writes(tmp_path: Path, sink: Sink) -> None:
     """Issue 5: `schedd backup` taken while the daemon writes every second produces a
     database that opens, passes PRAGMA integrity_check, and holds the schedules."""

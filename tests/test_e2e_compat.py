@@ -22,7 +22,8 @@ except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself
     from daemon_kit import Daemon
     from sink import Sink
 
-pytestmark = pytest.mark.e2e
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
 
 BASE = "/v1/orgs/acme/workspaces/ws-e2e/apps/app-e2e/actions"
 

@@ -14,7 +14,11 @@ import pytest
 from engine_kit import kit, until
 
 from schedd.models import RunStatus, ScheduleStatus
+from schedd.store.sqlite import RUN_COLS
 from schedd.timing import format_ms, load_zone, parse_instant_ms
+
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = pytest.mark.usefixtures("database_url")
 
 UTC = load_zone("UTC")
 MIN = 60_000
@@ -130,12 +134,12 @@ async def test_the_schema_forbids_a_doubled_occurrence(tmp_path: Path) -> None:
         s = await k.create(schedule_expression="1m")
         await k.run_until(t + MIN)
         (run,) = await k.runs(s.id)
-    con = sqlite3.connect(tmp_path / "engine.db")
-    cols = [r[1] for r in con.execute("PRAGMA table_info(runs)") if r[1] not in ("seq", "id")]
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        con.execute(f"INSERT INTO runs (id, {', '.join(cols)}) SELECT 'copy', {', '.join(cols)}"
-                    " FROM runs WHERE id = ?", (run.id,))
-    con.close()
+        cols = ", ".join(c for c in RUN_COLS if c != "id")
+        # SQLite: "UNIQUE constraint failed"; PostgreSQL: "violates unique constraint"
+        with pytest.raises(k.store.integrity_errors, match=r"(?i)unique constraint"):
+            await k.db.write(lambda c: c.execute(
+                f"INSERT INTO runs (id, {cols}) SELECT 'copy', {cols} FROM runs WHERE id = ?",
+                (run.id,)))
 
 
 async def test_a_broken_schedule_is_marked_and_does_not_stop_the_others(tmp_path: Path) -> None:

@@ -289,6 +289,7 @@ def occurrences(runs: list[Run]) -> Counter[int]:
                    if r.attempt == 1 and r.error_code != "missed")
 
 
+@pytest.mark.usefixtures("database_url")  # on SQLite and on PostgreSQL
 async def test_clock_jumps_forward_two_hours_then_back_one(tmp_path: Path) -> None:
     """09:00, every minute. Wall time jumps 09:05 -> 11:05 (+2 h): the 10-minute window
     runs 10:55..11:05 as catch-up and records 09:06..10:54 as one missed stretch; the 3 h
@@ -362,6 +363,7 @@ async def test_clock_jumps_forward_two_hours_then_back_one(tmp_path: Path) -> No
             assert covered == {t + i * MIN for i in range(1, 131)}, s.name
 
 
+@pytest.mark.usefixtures("database_url")  # on SQLite and on PostgreSQL
 async def test_clock_back_while_a_retry_waits_delays_it_by_the_jump(tmp_path: Path) -> None:
     # A retry due 10:01 (60 s backoff from a 10:00 failure) when the clock steps back an
     # hour waits for wall time 10:01 again: due instants are wall instants. It runs once.
@@ -388,6 +390,7 @@ async def test_clock_back_while_a_retry_waits_delays_it_by_the_jump(tmp_path: Pa
         assert chain[1].started_ms is not None and chain[1].started_ms >= retry.due_ms
 
 
+@pytest.mark.usefixtures("database_url")  # on SQLite and on PostgreSQL
 async def test_no_sleep_outlasts_the_cap_after_a_jump_back(tmp_path: Path) -> None:
     # The loop's sleep toward a due instant that is now an hour away is capped at
     # sleep_cap_seconds, so a later jump forward (or the wall catching up) is noticed.

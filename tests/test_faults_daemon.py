@@ -37,7 +37,8 @@ except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself
     from daemon_kit import Daemon
     from sink import Sink
 
-pytestmark = pytest.mark.e2e
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
 
 SHIM = Path(__file__).resolve().parent / "shifted_clock.py"
 ENV = {"SCHEDD_SLEEP_CAP_SECONDS": "1", "SCHEDD_SHUTDOWN_GRACE_SECONDS": "1"}
@@ -185,6 +186,7 @@ async def trigger_slow(d: Daemon, sink: Sink, seconds: float) -> tuple[str, str]
 
 
 # ---------------------------------------------------------------------------- disk full
+@pytest.mark.sqlite_only("fills the filesystem of the SQLite file")
 async def test_disk_full_then_space_comes_back(tmp_path: Path, sink: Sink) -> None:
     with tmpfs(tmp_path / "fs", "16m") as fs:
         async with Daemon(tmp_path / "d", db_dir=fs, env=ENV) as d:
@@ -262,6 +264,7 @@ async def test_disk_full_then_space_comes_back(tmp_path: Path, sink: Sink) -> No
 
 
 # ---------------------------------------------------------------------------- read-only
+@pytest.mark.sqlite_only("makes the SQLite file read-only")
 async def test_database_file_becomes_read_only_and_back(tmp_path: Path, sink: Sink) -> None:
     """chattr +i (immutable) on the database and its WAL: writes through the daemon's open
     handles now fail (EPERM) as they would on a filesystem remounted read-only (EROFS);
@@ -306,6 +309,7 @@ c.execute("ROLLBACK")
 """
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock from another process")
 async def test_database_locked_by_another_process_for_10_s(tmp_path: Path,
                                                             sink: Sink) -> None:
     async with Daemon(tmp_path / "d", env=ENV) as d:

@@ -14,6 +14,9 @@ from schedd import policies
 from schedd.models import OverlapPolicy, Run, RunStatus, ScheduleStatus
 from schedd.timing import format_ms, load_zone, parse_instant_ms
 
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = pytest.mark.usefixtures("database_url")
+
 UTC = load_zone("UTC")
 SEC = 1000
 MIN = 60 * SEC

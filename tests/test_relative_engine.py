@@ -15,6 +15,9 @@ from engine_kit import Kit, kit
 from schedd.models import EntityDefinition, Run, RunStatus, ScheduleStatus
 from schedd.timing import format_ms, load_zone, parse_instant_ms
 
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = pytest.mark.usefixtures("database_url")
+
 UTC = load_zone("UTC")
 MIN = 60_000
 HOUR = 60 * MIN
@@ -451,6 +454,7 @@ async def _cycle_steps(tmp_path: Path, n_records: int) -> int:
         return steps[0] * 10
 
 
+@pytest.mark.sqlite_only("counts SQLite's VM steps (a progress handler) and reads its query plan")
 async def test_the_loops_work_per_fire_does_not_grow_with_the_record_count(
         tmp_path: Path) -> None:
     # Planning happens when records and schedules are written; a cycle reads only the due

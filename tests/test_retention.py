@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from engine_kit import kit
 
 from schedd import retention
 from schedd.models import RunStatus
 from schedd.timing import load_zone, parse_instant_ms
+
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = pytest.mark.usefixtures("database_url")
 
 T0 = parse_instant_ms("2026-11-22T09:00:00Z", load_zone("UTC"))
 DAY = 86_400_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +14,36 @@ from conftest import Api, schedule_body
 
 from schedd import db as dbmod
 from schedd.clock import FakeClock
+from schedd.config import Settings
 from schedd.db import Conn, Database
 from schedd.models import ActionType, Schedule, ScheduleStatus, ScheduleType
-from schedd.store import Store
+from schedd.store import Store, open_database, store_for
 
 MIN = 60_000
 
 
-def _truth_and_counts(path: str) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
-    con = sqlite3.connect(path)
-    try:
-        truth = {(t, s): n for t, s, n in con.execute(
-            "SELECT tenant_id, status, count(*) FROM schedules GROUP BY tenant_id, status")}
-        counts = {(t, s): n for t, s, n in con.execute(
-            "SELECT tenant_id, status, n FROM schedule_counts WHERE n != 0")}
-    finally:
-        con.close()
+Counts = dict[tuple[str, str], int]
+
+
+def _read_truth_and_counts(con: Conn) -> tuple[Counts, Counts]:
+    truth = {(t, s): n for t, s, n in con.execute(
+        "SELECT tenant_id, status, count(*) FROM schedules GROUP BY tenant_id, status")}
+    counts = {(t, s): n for t, s, n in con.execute(
+        "SELECT tenant_id, status, n FROM schedule_counts WHERE n != 0")}
     return truth, counts
 
 
+def _truth_and_counts(path: str) -> tuple[Counts, Counts]:
+    con = sqlite3.connect(path)
+    try:
+        return _read_truth_and_counts(con)
+    finally:
+        con.close()
+
+
 async def _check(api: Api, *tenants: Api) -> dict[tuple[str, str], int]:
-    truth, counts = _truth_and_counts(api.services.settings.db)
+    # through the app's own database (SQLite or PostgreSQL)
+    truth, counts = api.call(api.services.store.db.read, _read_truth_and_counts)
     assert counts == truth
     for t in (api, *tenants):
         body = (await t.get("/v1/schedules?limit=1")).json()
@@ -100,9 +110,10 @@ async def test_counts_stay_exact_through_creates_deletes_and_status_changes(
     assert truth[(tid, "active")] == 4  # i1 (resumed), i2, i4, i5
 
 
-async def test_a_rolled_back_change_leaves_the_counts_alone(tmp_path: Path) -> None:
-    async with Database(tmp_path / "c.db") as db:
-        store = Store(db)
+async def test_a_rolled_back_change_leaves_the_counts_alone(
+        make_settings: Callable[..., Settings]) -> None:
+    async with open_database(make_settings()) as db:
+        store = store_for(db)
         await db.write(lambda c: c.execute(
             "INSERT INTO tenants (id, name, created_ms) VALUES ('t1', 'a', 1)"))
 
@@ -125,6 +136,7 @@ def _schedule(sid: str, tenant: str = "t1",
                     action_config={}, status=status, created_ms=1, updated_ms=1)
 
 
+@pytest.mark.sqlite_only("builds a SQLite file from before migration 0006")
 def test_the_migration_counts_the_schedules_already_there(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     con = sqlite3.connect(path, isolation_level=None)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from daemon_kit import Daemon
 
-pytestmark = pytest.mark.e2e
+# on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
 
 BASE = "/api/v1/syncs"
 CONN = "84b500d7-71c8-4b1f-adf4-f1eb0000973d"
