@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 from schedd import __version__, client, client_entities, config, timing
 from schedd.clock import SystemClock
-from schedd.errors import ConfigError, ScheddError
+from schedd.errors import ConfigError, ScheddError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -57,7 +57,10 @@ def _with_services(settings: config.Settings, fn: Callable[[Any], Awaitable[T]])
         async with open_database(settings) as db:
             return await fn(Services(store_for(db), SystemClock(), settings))
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except StorageUnavailable as exc:  # a PostgreSQL server that cannot be reached
+        _die(f"{config.database_label(settings)}: {exc}")
 
 
 def _fmt_ms(ms: int | None) -> str:
@@ -141,7 +144,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         return path
 
     key_path = _with_services(settings, go)
-    print(f"database {settings.db} is ready")
+    print(f"database {config.database_label(settings)} is ready")
     if key_path is not None:
         print(f"the first API key (tenant 'default') is in {key_path} (mode 0600)")
     print(f"next: schedd serve --config {cfg}   then   curl http://{settings.host}:"

@@ -158,6 +158,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 FIELDS: tuple[str, ...] = Settings.__struct_fields__
 
 
+def database_label(settings: Settings) -> str:
+    """The database in a log line or a message: the SQLite file, or PostgreSQL's host,
+    port and database name (never the url itself, which may hold a password)."""
+    if not settings.database_url:
+        return settings.db
+    parts = urllib.parse.urlsplit(settings.database_url)
+    where = parts.hostname or "local socket"
+    if parts.port:
+        where += f":{parts.port}"
+    return f"PostgreSQL {where}/{parts.path.lstrip('/')}"
+
+
 def field_info() -> dict[str, tuple[str, str, Any]]:
     """name -> (section, description, default), in declaration order."""
     out: dict[str, tuple[str, str, Any]] = {}

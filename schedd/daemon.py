@@ -19,7 +19,7 @@ from typing import Any, cast
 import uvicorn
 from litestar import Litestar
 
-from schedd import __version__, console, retention, systemd
+from schedd import __version__, config, console, retention, systemd
 from schedd.actions import ActionRunner
 from schedd.api import create_app
 from schedd.backends import BackendRunner
@@ -219,7 +219,7 @@ async def _notify_ready(server: uvicorn.Server, settings: Settings) -> None:
     while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
         await asyncio.sleep(0.02)
     log.info("schedd %s listening on http://%s:%d (database %s)", __version__, settings.host,
-             settings.port, settings.db)
+             settings.port, config.database_label(settings))
     systemd.notify("READY=1", f"STATUS=listening on {settings.host}:{settings.port}")
 
 
