@@ -1,4 +1,4 @@
-"""The `schedd` command: serve, init, keys, backup, next, version.
+"""The `schedd` command: serve, init, keys, backup, migrate-data, next, version.
 
 Bad usage or a bad config exits 2 with a one-line message on stderr.
 """
@@ -156,6 +156,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from schedd.db import backup
 
     settings = _settings(args)
+    if settings.database_url:
+        _die("the database is PostgreSQL ([database] url): back it up with pg_dump, e.g."
+             " pg_dump --format=custom --file=schedd.dump URL (docs/operations.md)")
     if not Path(settings.db).is_file():
         _die(f"{settings.db}: no such database")
     try:
@@ -163,6 +166,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         _die(str(exc))
     print(f"backed up {settings.db} to {args.path}")
+    return 0
+
+
+def cmd_migrate_data(args: argparse.Namespace) -> int:
+    from schedd.migrate_data import MigrateError, migrate
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        report = migrate(args.source, args.target, progress=say)
+    except MigrateError as exc:
+        _die(str(exc), exc.code)
+    total = sum(report.tables.values())
+    print(f"copied {total:,} rows in {len(report.tables)} tables; counts verified")
     return 0
 
 
@@ -184,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     _db_options(s)
     s.add_argument("path", help="where to write the copy (must not exist)")
     s.set_defaults(func=cmd_backup)
+
+    s = sub.add_parser("migrate-data",
+                       help="copy a SQLite deployment into an empty PostgreSQL database")
+    s.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH",
+                   help="the SQLite database file (stop the daemon first)")
+    s.add_argument("--to", dest="target", required=True, metavar="postgresql://...",
+                   help="an empty PostgreSQL database (its schema is created)")
+    s.set_defaults(func=cmd_migrate_data)
 
     k = sub.add_parser("keys", help="manage API keys")
     ks = k.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser,

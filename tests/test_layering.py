@@ -58,6 +58,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "backends": {"db", "store", "engine", "services", "syncs", "api", "daemon",
                  "cli"},
     "syncs": {"api", "daemon", "cli", "console"},
+    # `schedd migrate-data` copies tables between the two databases: rows, not the domain
+    "migrate_data": {"store", "sync_store", "engine", "services", "syncs", "entities", "api",
+                     "console", "daemon", "cli", "backends", *ACTION_MODULES},
 }
 _NO_WEB = {"litestar", "uvicorn", "sqlite3"}
 THIRD_PARTY_FORBIDDEN = {
