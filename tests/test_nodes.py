@@ -14,6 +14,7 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 from engine_kit import FakeRunner, Kit, kit
 
 from schedd.db import Database
@@ -22,6 +23,9 @@ from schedd.models import Run, RunStatus
 from schedd.node_file import NodeFile
 from schedd.notify import LocalHub
 from schedd.timing import UTC, parse_instant_ms
+
+# the engine tests run on SQLite and on PostgreSQL (tests/db_backend.py)
+pytestmark = pytest.mark.usefixtures("database_url")
 
 T = parse_instant_ms("2026-11-22T09:00:00Z", UTC)
 HOUR = 3_600_000
