@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from typing import Any
 
+import pytest
 from conftest import Api, schedule_body
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_api_fastpath import VOLATILE, send
 
-from schedd.services import DEFAULT_TENANT
+from schedd.clock import FakeClock
+from schedd.services import DEFAULT_TENANT, KEY_TOUCH_INTERVAL_MS
 
 # seeded and bounded (~15 s here); FASTPATH_EXAMPLES=4000 for a longer hunt
 EXAMPLES = int(os.environ.get("FASTPATH_EXAMPLES", "1000"))
@@ -168,3 +171,51 @@ def test_generated_requests_get_litestars_answer(api: Api) -> None:
     # the generated set reaches the answers that matter
     for status in (200, 201, 401, 404, 405, 422):
         assert seen.get(status, 0) > 0, seen
+
+
+async def _advance(clock: FakeClock, ms: int) -> None:
+    clock.advance(ms)
+
+
+@pytest.mark.parametrize("which", ["create", "key touch"])
+def test_a_refused_write_is_counted_and_tried_once(api: Api, clock: FakeClock,
+                                                   which: str) -> None:
+    """A write the storage refuses (the create's, or the key check's touch of the key's
+    last use) is one refused write whichever path serves the request: one attempt (the
+    busy timeout is waited once), one schedd_db_errors count, the client's 503, and no
+    schedule. Before: the fast path fell through to Litestar, which tried again."""
+    db = api.services.db
+    real = db.write
+    attempts: list[str] = []
+    target = "create_schedule" if which == "create" else "touch_key"
+
+    def locked(*args: Any, **kw: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    async def refused(fn: Any, *args: Any, **kw: Any) -> Any:
+        if target not in fn.__qualname__:  # the loop's own writes go on
+            return await real(fn, *args, **kw)
+        attempts.append(fn.__qualname__)
+        return await real(locked)  # the storage's refusal, as the writer thread meets it
+
+    async def errors() -> float:
+        engine = api.services.engine
+        assert engine is not None
+        return float(engine.metrics.db_errors.labels("locked")._value.get())
+
+    for fast in (True, False):
+        send(api, "GET", "/v1/schedules/00000000-0000-4000-8000-000000000000")  # key touched
+        if which == "key touch":  # the next key check touches the key again
+            api.call(_advance, clock, KEY_TOUCH_INTERVAL_MS)
+        before = _schedules(api)
+        attempts.clear()
+        count = api.call(errors)
+        db.write = refused  # type: ignore[method-assign]
+        try:
+            status, _, out = send(api, "POST", "/v1/schedules", schedule_body(), fast=fast)
+        finally:
+            db.write = real  # type: ignore[method-assign]
+        assert status == 503, (fast, out)
+        assert len(attempts) == 1, (fast, attempts)
+        assert api.call(errors) == count + 1, fast
+        assert _schedules(api) == before

@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from schedd import __version__
 from schedd.api import entities, metrics, runs, schedules, system
+from schedd.api.common import AUTH_FAILED
 from schedd.api.compat import actions as compat_actions
 from schedd.api.compat import kragle as compat_kragle
 from schedd.api.compat import syncs as compat_syncs
@@ -30,6 +31,9 @@ async def api_key_guard(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """Every /v1 route needs a key; the tenant it belongs to is kept on the request."""
+    failed = connection.scope["state"].pop(AUTH_FAILED, None)
+    if failed is not None:  # api/fastpath.py checked this request's key: once is enough
+        raise failed
     svc: Services = connection.app.state.services
     token = token_from_headers(
         connection.headers.get("authorization"), connection.headers.get("x-api-key")

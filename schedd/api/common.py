@@ -31,6 +31,11 @@ ScheduleIdPath = Annotated[str, PathParameter(format="uuid", title="Schedule Id"
 RunIdPath = Annotated[str, PathParameter(format="uuid", title="Run Id")]
 
 
+#: scope["state"] key: what the key check raised on api/fastpath.py's path for this request
+#: (api_key_guard raises it again rather than checking twice)
+AUTH_FAILED = "schedd.fastpath.auth_failed"
+
+
 def services_of(request: Request[Any, Any, Any]) -> Services:
     svc: Services = request.app.state.services
     return svc

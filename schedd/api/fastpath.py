@@ -14,9 +14,10 @@ answers exactly as it always did (every 401, 422, 404, 413, 503 keeps its shape)
 a path with a query string or a root path, a duplicate or missing header, a body without
 a Content-Length or over the limit, a content type other than JSON, a body that does not
 decode, a key that does not authenticate, and any error the service raises. A request
-that falls through after its body was read gets the body replayed to Litestar. The
-service raises only before anything is committed (checks first; a write that fails keeps
-nothing), so the request Litestar then handles is the client's one request, done once.
+that falls through after its body was read gets the body replayed to Litestar. What the
+key check or the create raised is left in the request's scope state, and Litestar's guard
+and handler raise it again instead of doing the work twice (`_failed_once`), so the
+request Litestar then handles is the client's one request, done once.
 `docs/api.md` ("How requests are served") says the same for users.
 """
 
@@ -30,8 +31,8 @@ import msgspec
 from litestar import Litestar
 from litestar.serialization import default_serializer
 
-from schedd.api.common import schedule_out
-from schedd.api.schedules import create_fields
+from schedd.api.common import AUTH_FAILED, schedule_out
+from schedd.api.schedules import CREATE_FAILED, create_fields
 from schedd.api.schemas import ScheduleCreate
 from schedd.auth import token_from_headers
 from schedd.services import Services
@@ -86,6 +87,15 @@ def _replay(body: bytes, receive: Receive, last: Any = None) -> Receive:
         return await receive()
 
     return again
+
+
+def _failed_once(scope: Scope, key: str, exc: Exception) -> None:
+    """What the service raised for this request, for Litestar's route to raise again (the
+    key check in api_key_guard, the create in schedules.create_schedule) instead of doing
+    it a second time: a refused write is then tried, counted and logged once, as without
+    this path, and a fault that is over by a second attempt cannot turn the 503 a plain
+    Litestar route answers into a success (nor a failure after a commit into two creates)."""
+    scope.setdefault("state", {})[key] = exc
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:
@@ -154,10 +164,18 @@ class App(Litestar):
         try:
             data = msgspec.convert(_DECODE.decode(body), ScheduleCreate, strict=False,
                                    str_keys=True)
-            _, tenant = await svc.authenticate_key(_token(h))
-            # as schedules.create_schedule does (the service raises only before a commit)
-            s, created = await svc.create_schedule(tenant, create_fields(data))
         except Exception:
+            return _replay(body, receive)
+        try:
+            _, tenant = await svc.authenticate_key(_token(h))
+        except Exception as exc:
+            _failed_once(scope, AUTH_FAILED, exc)
+            return _replay(body, receive)
+        try:
+            # as schedules.create_schedule does
+            s, created = await svc.create_schedule(tenant, create_fields(data))
+        except Exception as exc:
+            _failed_once(scope, CREATE_FAILED, exc)
             return _replay(body, receive)
         try:
             out = _ENCODE.encode(schedule_out(svc, s))
@@ -175,6 +193,10 @@ class App(Litestar):
             return False
         try:
             _, tenant = await svc.authenticate_key(_token(h))
+        except Exception as exc:
+            _failed_once(scope, AUTH_FAILED, exc)
+            return False
+        try:
             s = await svc.get_schedule(tenant, schedule_id)
             out = _ENCODE.encode(schedule_out(svc, s))
         except Exception:
