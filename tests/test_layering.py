@@ -159,6 +159,44 @@ def test_every_engine_part_has_rules() -> None:
     parts = {m for m in _modules() if m.startswith("engine.") and m != "engine.__init__"}
     assert parts == set(ENGINE_PARTS), "a new module of schedd/engine/ needs its rules here"
 
+
+def _closure(module: str) -> set[str]:
+    """Every import `module` reaches through schedd's own modules (theirs included)."""
+    mods = _modules()
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        for i in _imports(mods[todo.pop()]):
+            if i in seen:
+                continue
+            seen.add(i)
+            name = i.removeprefix("schedd.")
+            if i.startswith("schedd.") or i == "schedd":
+                for m in (name, name + ".__init__"):
+                    if m in mods:
+                        todo.append(m)
+    return seen
+
+
+def test_planning_is_pure_through_what_it_imports() -> None:
+    """engine/planning.py must not reach the store, the database, asyncio or the action
+    runner through another module either (importing claiming would, and its direct
+    imports would still look clean)."""
+    reached = _closure("engine.planning")
+    banned = ENGINE_PARTS["engine.planning"] | {"schedd.engine.claiming"}
+    bad = {i for i in reached for f in banned if i == f or i.startswith(f + ".")}
+    assert not bad, f"engine.planning reaches {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_imports_are_absolute(module: str) -> None:
+    """The rules above read `from schedd.x import y`; a relative import (`from . import
+    loop`, `from .store import Tx`) would pass them unseen."""
+    tree = ast.parse(_modules()[module].read_text())
+    rel = [node.lineno for node in ast.walk(tree)
+           if isinstance(node, ast.ImportFrom) and node.level > 0]
+    assert not rel, f"{module} has relative imports on lines {rel}"
+
 # Issue 16: the engine and the use cases reach the database only through the store's
 # typed methods; no SQL text or connection type crosses it (a PostgreSQL store must be
 # able to stand behind the same calls).
