@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_api_fastpath import VOLATILE, send
 
+from schedd.api import fastpath
 from schedd.clock import FakeClock
 from schedd.services import DEFAULT_TENANT, KEY_TOUCH_INTERVAL_MS
 
@@ -219,3 +220,29 @@ def test_a_refused_write_is_counted_and_tried_once(api: Api, clock: FakeClock,
         assert len(attempts) == 1, (fast, attempts)
         assert api.call(errors) == count + 1, fast
         assert _schedules(api) == before
+
+
+def test_a_request_without_a_valid_key_has_no_body_decoded(api: Api,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Litestar's guard runs before it parses a body; the fast path checks the key before
+    reading and decoding one too, so a client without a key cannot have up to a MiB of
+    JSON decoded per request (and a valid key's request is decoded once)."""
+    decoded: list[int] = []
+    real = fastpath._DECODE
+
+    class Counting:
+        def decode(self, body: bytes) -> Any:
+            decoded.append(len(body))
+            return real.decode(body)
+
+    monkeypatch.setattr(fastpath, "_DECODE", Counting())
+    body = schedule_body(action_type="worker",
+                         action_config={"queue": "q", "payload": {"big": ["x" * 1000] * 500}})
+    for key in ("sk_wrong", ""):
+        status, _, out = send(api, "POST", "/v1/schedules", body, key=key or None,
+                              headers=None if key else [(b"content-type", b"application/json")])
+        assert status == 401, out
+    assert decoded == []
+    assert send(api, "POST", "/v1/schedules", body)[0] == 201
+    assert len(decoded) == 1

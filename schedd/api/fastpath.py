@@ -14,7 +14,8 @@ answers exactly as it always did (every 401, 422, 404, 413, 503 keeps its shape)
 a path with a query string or a root path, a duplicate or missing header, a body without
 a Content-Length or over the limit, a content type other than JSON, a body that does not
 decode, a key that does not authenticate, and any error the service raises. A request
-that falls through after its body was read gets the body replayed to Litestar. What the
+that falls through after its body was read gets the body replayed to Litestar. The key
+is checked before the body is read, as Litestar's guard runs before its body parsing. What the
 key check or the create raised is left in the request's scope state, and Litestar's guard
 and handler raise it again instead of doing the work twice (`_failed_once`), so the
 request Litestar then handles is the client's one request, done once.
@@ -149,6 +150,13 @@ class App(Litestar):
         length = h.get(b"content-length", b"")
         if not length.isdigit() or not 0 < int(length) <= self.request_max_body_size:  # type: ignore[operator]
             return receive
+        # the key first, as Litestar's guard comes before its body parsing: a request
+        # without a valid key has nothing of its body read or decoded here either
+        try:
+            _, tenant = await svc.authenticate_key(_token(h))
+        except Exception as exc:
+            _failed_once(scope, AUTH_FAILED, exc)
+            return receive
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -165,11 +173,6 @@ class App(Litestar):
             data = msgspec.convert(_DECODE.decode(body), ScheduleCreate, strict=False,
                                    str_keys=True)
         except Exception:
-            return _replay(body, receive)
-        try:
-            _, tenant = await svc.authenticate_key(_token(h))
-        except Exception as exc:
-            _failed_once(scope, AUTH_FAILED, exc)
             return _replay(body, receive)
         try:
             # as schedules.create_schedule does
