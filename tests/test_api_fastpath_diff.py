@@ -178,6 +178,7 @@ async def _advance(clock: FakeClock, ms: int) -> None:
     clock.advance(ms)
 
 
+@pytest.mark.sqlite_only("the refusal is injected as SQLite's 'database is locked' error")
 @pytest.mark.parametrize("which", ["create", "key touch"])
 def test_a_refused_write_is_counted_and_tried_once(api: Api, clock: FakeClock,
                                                    which: str) -> None:
