@@ -919,8 +919,11 @@ class Services:
     # ------------------------------------------------------------------ workers
     async def claim_work(self, tenant_id: str, queues: list[str], worker_id: str,
                          wait_s: float, lease_s: float) -> Run | None:
-        return await self._engine().claim_for_worker(tenant_id, queues, worker_id, wait_s,
-                                                     lease_s)
+        run = await self._engine().claim_for_worker(tenant_id, queues, worker_id, wait_s,
+                                                    lease_s)
+        if run is not None and self.syncs is not None:
+            run = await self.syncs.for_worker(run)  # only the claim carries a sourceConfig
+        return run
 
     async def heartbeat(self, tenant_id: str, run_id: str, worker_id: str,
                         lease_s: float) -> bool:

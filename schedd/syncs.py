@@ -365,8 +365,7 @@ class SyncService:
                 "syncId": row.id, "providerKey": row.provider_key,
                 "connectionId": row.connection_id, "entities": row.entities,
                 "executionMode": row.execution_mode, "runMode": "incremental",
-                "sourceConfig": row.source_config, "destinationConfig": row.destination_config,
-                "payload": ext.get("payload"),
+                "destinationConfig": row.destination_config, "payload": ext.get("payload"),
             })
         pcfg = b_prefect.validate(cfg, complete=complete)
         return ActionType.backend, b_prefect.action_config(row.id, row.entities, pcfg)
@@ -805,6 +804,21 @@ class SyncService:
         await self.services.cancel_run(tenant_id, run_id, reason)
         await self.db.write(ss.set_cancelled_by, run_id, key_id or "api")
         return await self.get_run(tenant_id, run_id)
+
+    async def for_worker(self, run: Run) -> Run:
+        """The run as handed to the worker that claimed it: a sync run's envelope gets the
+        sync's sourceConfig (its secrets included), read now, so a rotated token is the one
+        the worker gets. The sourceConfig is in no stored row of the run or its schedule
+        (they are shown by /v1, the compat routers, the console and logs), only here."""
+        payload = run.resolved_payload
+        if run.action_type is not ActionType.worker or not isinstance(payload, dict) or (
+                "syncId" not in payload):
+            return run
+        row = await self.db.read(ss.get_sync, run.tenant_id, run.schedule_id)
+        if row is None:
+            return run
+        return msgspec.structs.replace(
+            run, resolved_payload={**payload, "sourceConfig": row.source_config})
 
     async def retry_run(self, tenant_id: str, run_id: str, run_mode: str | None
                         ) -> SyncRunView:
