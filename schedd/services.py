@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from schedd import action_config, auth, planning, timing
 from schedd.clock import Clock
 from schedd.config import Settings
-from schedd.engine import Engine, merge_config, missed_note, missed_run
+from schedd.engine import AlsoTx, Engine, merge_config, missed_note, missed_run
 from schedd.entities import Entities, due_of, occurrence_preview
 from schedd.errors import Conflict, InvalidField, NotFound, Unauthorized
 from schedd.models import (
@@ -910,11 +910,19 @@ class Services:
         return await self.list_runs(tenant_id, schedule_id=schedule_id, limit=limit,
                                     offset=offset)
 
-    async def cancel_run(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
-        return await self._engine().cancel(tenant_id, run_id, reason)
+    async def cancel_run(self, tenant_id: str, run_id: str, reason: str | None, *,
+                         also: AlsoTx | None = None) -> Run:
+        return await self._engine().cancel(tenant_id, run_id, reason, also=also)
 
     async def retry_run(self, tenant_id: str, run_id: str) -> Run:
-        return await self._engine().retry(tenant_id, run_id)
+        return await self._engine().retry(tenant_id, run_id, also=self.not_archived_tx)
+
+    def not_archived_tx(self, c: Tx, run: Run) -> None:
+        """In a retry's transaction: a run of an archived sync is not run again (the sync's
+        own trigger and retry refuse it too)."""
+        s = self.store.get_schedule(c, None, run.schedule_id)
+        if s is not None and s.paused_reason == f"{PAUSED_BY_SYNC}archived":
+            raise Conflict("This run belongs to an archived sync; it cannot be retried")
 
     # ------------------------------------------------------------------ workers
     async def claim_work(self, tenant_id: str, queues: list[str], worker_id: str,

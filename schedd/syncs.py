@@ -139,6 +139,7 @@ PAUSED_FAILURES = "consecutive_failures"
 SCHEDULE_TYPES = ("cron", "interval", "once")
 MAX_RETRIES = (0, 10)
 MAX_BACKOFF = 31_536_000
+ARCHIVED = "the sync was archived"  # the cancelReason of the runs archiving ended
 
 
 class SyncView(msgspec.Struct, kw_only=True):
@@ -598,12 +599,16 @@ class SyncService:
             raise _body("status", msg="error is set by schedd (auto-pause); set active to "
                         "resume the sync")
 
+        engine = self.services._engine()
+        stopped: list[Any] = []
+
         def tx(c: Tx) -> tuple[bool, int | None]:
             row = ss.get_sync(c, tenant_id, sync_id)
             s = None if row is None else self.store.get_schedule(c, tenant_id, sync_id)
             if row is None or s is None:
                 raise NotFound("Sync")
             was_active = row.status == "active"
+            was_archived = row.status == "archived"
             old_source = row.source_config
             for key in ("slug", "status", "trigger_mode", "execution_backend",
                         "execution_mode", "execution_config", "source_config",
@@ -648,11 +653,20 @@ class SyncService:
             row.updated_by = key_id
             self.store.update_schedule(c, s)
             ss.update_sync(c, row)
+            if row.status == "archived" and not was_archived:
+                # nothing of an archived sync runs any more: its runs not started yet
+                # (retries, buffered) and its running one end as cancelled
+                cancelled, fx = engine.cancel_schedule_runs_tx(c, sync_id, now, ARCHIVED)
+                for r in cancelled:
+                    ss.set_cancelled_by(c, r.id, key_id or "api")
+                stopped.append(fx)
             fire = (not was_active and row.status == "active"
                     and row.trigger_mode == "on_create" and not row.on_create_fired)
             return fire, s.next_run_ms if s.status is ScheduleStatus.active else None
 
         fire, wake = await self.db.write(tx)
+        for fx in stopped:
+            engine.after_commit(fx)
         self.services._wake(wake)
         if fire:
             await self._fire_on_create(tenant_id, sync_id)
@@ -801,8 +815,12 @@ class SyncService:
     async def cancel_run(self, tenant_id: str, key_id: str | None, run_id: str,
                          reason: str | None) -> SyncRunView:
         await self.get_run(tenant_id, run_id)  # 404 unless a sync run of this tenant
-        await self.services.cancel_run(tenant_id, run_id, reason)
-        await self.db.write(ss.set_cancelled_by, run_id, key_id or "api")
+        who = key_id or "api"
+
+        def by(c: Tx, run: Run) -> None:  # in the cancel's own transaction
+            ss.set_cancelled_by(c, run.id, who)
+
+        await self.services.cancel_run(tenant_id, run_id, reason, also=by)
         return await self.get_run(tenant_id, run_id)
 
     async def for_worker(self, run: Run) -> Run:
@@ -824,8 +842,13 @@ class SyncService:
                         ) -> SyncRunView:
         view = await self.get_run(tenant_id, run_id)
         mode = run_mode or view.run_mode
-        new = await self.services._engine().retry(tenant_id, run_id,
-                                                  also=self._sync_run_tx(mode, "retry"))
+        record = self._sync_run_tx(mode, "retry")
+
+        def also(c: Tx, run: Run) -> None:
+            self.services.not_archived_tx(c, run)
+            record(c, run)
+
+        new = await self.services._engine().retry(tenant_id, run_id, also=also)
         return await self.get_run(tenant_id, new.id)
 
     # ------------------------------------------------------------------ catalog

@@ -565,7 +565,10 @@ class Engine:
         else:
             self.wake(run.due_ms)  # due now: this node starts it
 
-    async def cancel(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
+    async def cancel(self, tenant_id: str, run_id: str, reason: str | None, *,
+                     also: AlsoTx | None = None) -> Run:
+        """Cancel a run not finished yet. `also(c, run)` runs in the same transaction, after
+        the run is marked (a caller's own rows about the cancel: both or neither are kept)."""
         now = self.clock.now_ms()
         fx = Effects()
 
@@ -576,12 +579,29 @@ class Engine:
             if run.status in FINISHED:
                 raise Conflict(f"Run is already {run.status.value}")
             self.recorder.cancel_tx(c, run, now, reason or "cancelled by request", fx)
+            if also is not None:
+                also(c, run)
             return run
 
         run = await self.db.write(tx)
         fx.cancel_tasks.append(run.id)
         self._apply(fx)
         return run
+
+    def cancel_schedule_runs_tx(self, c: Tx, schedule_id: str, now: int,
+                                reason: str) -> tuple[list[Run], Effects]:
+        """In the caller's write transaction: cancel every pending (not started, retrying,
+        buffered) or running run of a schedule. Hand the effects to `after_commit` once the
+        transaction committed (running actions are stopped then, workers learn it at their
+        next heartbeat)."""
+        fx = Effects()
+        self.recorder.cancel_active_tx(c, [schedule_id], now, reason, fx)
+        return list(fx.ended), fx
+
+    def after_commit(self, fx: Effects) -> None:
+        """What a caller's committed transaction left for the loop (see
+        cancel_schedule_runs_tx)."""
+        self._apply(fx)
 
     async def retry(self, tenant_id: str, run_id: str, *, also: AlsoTx | None = None) -> Run:
         """A new attempt of the same occurrence, chained to a failed or cancelled run that
