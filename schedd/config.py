@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import tomllib
 import urllib.parse
@@ -19,6 +20,8 @@ import msgspec
 from msgspec import Meta
 
 from schedd.errors import ConfigError
+
+log = logging.getLogger("schedd.config")
 
 #: Link-local ranges (cloud metadata at 169.254.169.254) and the other cloud metadata
 #: addresses: AWS over IPv6, Alibaba Cloud. See schedd/netpolicy.py.
@@ -108,16 +111,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Literal["lean", "aiohttp"],
         _m("actions", "HTTP client of plain-http webhooks: the lean one, or aiohttp for all"),
     ] = "lean"
-    # [compat]: the Syncs API (seed 004, docs/compat.md)
-    syncs_enabled: Annotated[
-        bool, _m("compat", "serve the Syncs API (seed 004) under /api/v1/syncs")
-    ] = True
-    syncs_catalog_dir: Annotated[
-        str, _m("compat", "a directory of provider catalog JSON files that add to or replace"
-                " the shipped ones (empty: none)")
-    ] = ""
-    # [compat]: the Actions API (seed 002, docs/compat.md)
-    compat_actions: Annotated[
+    # [compat]: the compatibility routers (SPEC 7, docs/compat.md). Each is switched by
+    # `[compat] actions | kragle | syncs = true|false`, SPEC's spelling; a router with
+    # settings of its own keeps them in its table, where `enabled` is its switch (TOML
+    # cannot hold both `[compat] syncs = ...` and a [compat.syncs] table).
+    actions_enabled: Annotated[
         bool, _m("compat", "serve the Actions API (seed 002) under /v1/orgs/...", key="actions")
     ] = True
     compat_endpoints: Annotated[
@@ -125,10 +123,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _m("compat", "Actions API endpoint_id -> webhook URL; unmapped endpoints are worker"
            " queues", key="endpoints"),
     ] = msgspec.field(default_factory=dict)
-    # [compat.kragle] (`[compat] kragle = false` is accepted as a shorthand for enabled)
     kragle_enabled: Annotated[
-        bool, _m("compat.kragle", "serve the Kragle schedules API (seed 003) under /kragle",
-                 key="enabled")
+        bool, _m("compat.kragle", "serve the Kragle schedules API (seed 003) under /kragle"
+                 " ([compat] kragle = false says the same)", key="enabled")
     ] = True
     kragle_public_read: Annotated[
         bool, _m("compat.kragle", "serve the Kragle GETs without a key (tenant below)",
@@ -138,6 +135,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str, _m("compat.kragle", "the tenant whose schedules public Kragle GETs show",
                 key="tenant", min_length=1)
     ] = "default"
+    syncs_enabled: Annotated[
+        bool, _m("compat.syncs", "serve the Syncs API (seed 004) under /api/v1/syncs"
+                 " ([compat] syncs = false says the same)", key="enabled")
+    ] = True
+    syncs_catalog_dir: Annotated[
+        str, _m("compat.syncs", "a directory of provider catalog JSON files that add to or"
+                " replace the shipped ones (empty: none)", key="catalog_dir")
+    ] = ""
     # [console]
     console_enabled: Annotated[
         bool, _m("console", "serve the web console at /ui (sign in with an API key)")
@@ -156,6 +161,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 FIELDS: tuple[str, ...] = Settings.__struct_fields__
+#: Earlier spellings still read, each with a warning naming the one to use (deprecated:
+#: they go in a later release). TOML (section, key) -> field; environment variable -> field.
+DEPRECATED_TOML: dict[tuple[str, str], str] = {
+    ("compat", "syncs_enabled"): "syncs_enabled",
+    ("compat", "syncs_catalog_dir"): "syncs_catalog_dir",
+}
+DEPRECATED_ENV: dict[str, str] = {"SCHEDD_COMPAT_ACTIONS": "actions_enabled"}
 
 
 def database_label(settings: Settings) -> str:
@@ -196,10 +208,17 @@ def toml_keys() -> dict[str, str]:
     return out
 
 
+def _deprecated(source: str, old: str, name: str) -> None:
+    section, _, _ = field_info()[name]
+    log.warning("%s: %s is deprecated; use %s in [%s] (or SCHEDD_%s)", source, old,
+                toml_keys()[name], section, name.upper())
+
+
 def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     """TOML tables -> {field name: value}. Sections may be dotted ([compat.kragle]); a bool
     given where a section with an `enabled` key is expected (`[compat] kragle = false`)
-    sets that key, since TOML cannot hold both `kragle = ...` and a [compat.kragle] table."""
+    sets that key, since TOML cannot hold both `kragle = ...` and a [compat.kragle] table;
+    likewise a table `[compat.actions]` holding only `enabled` sets `[compat] actions`."""
     info = field_info()
     keys = toml_keys()
     by_place = {(info[n][0], keys[n]): n for n in FIELDS}
@@ -211,8 +230,14 @@ def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         for key, value in table.items():
             sub = f"{path}.{key}" if path else key
             name = by_place.get((path, key))
-            if name is not None:
+            if (name is not None and isinstance(value, dict) and set(value) == {"enabled"}
+                    and isinstance(info[name][2], bool)):
+                flat[name] = value["enabled"]
+            elif name is not None:
                 flat[name] = value
+            elif (path, key) in DEPRECATED_TOML:
+                flat[DEPRECATED_TOML[(path, key)]] = value
+                _deprecated(source, f"[{path}] {key}", DEPRECATED_TOML[(path, key)])
             elif isinstance(value, dict) and sub in sections:
                 walk(value, sub)
             elif isinstance(value, bool) and (sub, "enabled") in by_place:
@@ -230,6 +255,10 @@ def _flatten_toml(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    for var, name in DEPRECATED_ENV.items():
+        if var in env and "SCHEDD_" + name.upper() not in env:
+            out[name] = env[var]
+            _deprecated("environment", var, name)
     for name in FIELDS:
         raw = env.get("SCHEDD_" + name.upper())
         if raw is not None:

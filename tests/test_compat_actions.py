@@ -596,7 +596,7 @@ async def test_a_mapped_endpoint_is_a_webhook_with_the_same_body(hooked: Api,
 
 async def test_the_router_can_be_switched_off(make_settings: Callable[..., Settings],
                                               clock: FakeClock) -> None:
-    settings = make_settings(compat_actions=False)
+    settings = make_settings(actions_enabled=False)
     async with AsyncTestClient(app=build_app(settings, clock)) as client:
         key = Path(settings.db + ".key").read_text().strip()
         r = await client.get(BASE, headers={"Authorization": f"Bearer {key}"})

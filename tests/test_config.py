@@ -143,7 +143,7 @@ def test_compat_sections_nest_and_take_the_shorthand(tmp_path: Path) -> None:
     f.write_text('[compat]\nactions = false\n[compat.endpoints]\n"ep-1" = "https://h.example/x"\n'
                  '[compat.kragle]\npublic_read = true\ntenant = "acme"\n')
     s = config.load(f, env={})
-    assert (s.compat_actions, s.kragle_enabled, s.kragle_public_read, s.kragle_tenant) == (
+    assert (s.actions_enabled, s.kragle_enabled, s.kragle_public_read, s.kragle_tenant) == (
         False, True, True, "acme")
     assert s.compat_endpoints == {"ep-1": "https://h.example/x"}
     f.write_text("[compat]\nkragle = false\n")
@@ -153,7 +153,57 @@ def test_compat_sections_nest_and_take_the_shorthand(tmp_path: Path) -> None:
     assert (s.compat_endpoints, s.kragle_public_read) == ({"a": "http://b/"}, True)
 
 
+@pytest.mark.parametrize("router", ["actions", "kragle", "syncs"])
+def test_each_router_is_switched_the_same_two_ways(tmp_path: Path, router: str) -> None:
+    """SPEC 7: `[compat] actions|kragle|syncs = false`; or `enabled` in the router's own
+    table, where its other settings live (TOML cannot hold both forms at once)."""
+    f = tmp_path / "c.toml"
+    name = f"{router}_enabled"
+    assert getattr(config.load(env={}), name) is True
+    f.write_text(f"[compat]\n{router} = false\n")
+    assert getattr(config.load(f, env={}), name) is False
+    f.write_text(f"[compat.{router}]\nenabled = false\n")
+    assert getattr(config.load(f, env={}), name) is False
+    f.write_text(f"[compat.{router}]\nenabled = true\n")
+    assert getattr(config.load(f, env={}), name) is True
+    assert getattr(config.load(env={f"SCHEDD_{name.upper()}": "false"}), name) is False
+
+
+def test_the_syncs_settings_live_in_their_table(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[compat.syncs]\nenabled = false\ncatalog_dir = "/srv/catalog"\n')
+    s = config.load(f, env={})
+    assert (s.syncs_enabled, s.syncs_catalog_dir) == (False, "/srv/catalog")
+    f.write_text('[compat]\ncatalog_dir = "/x"\n')
+    with pytest.raises(ConfigError, match=re.escape("catalog_dir belongs in [compat.syncs]")):
+        config.load(f, env={})
+    s = config.load(env={"SCHEDD_SYNCS_CATALOG_DIR": "/y"})
+    assert s.syncs_catalog_dir == "/y"
+
+
+def test_earlier_spellings_still_work_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[compat]\nsyncs_enabled = false\nsyncs_catalog_dir = "/old"\n')
+    with caplog.at_level("WARNING", logger="schedd.config"):
+        s = config.load(f, env={})
+    assert (s.syncs_enabled, s.syncs_catalog_dir) == (False, "/old")
+    said = [r.getMessage() for r in caplog.records]
+    assert any("[compat] syncs_enabled is deprecated; use enabled in [compat.syncs]" in m
+               for m in said), said
+    assert any("syncs_catalog_dir is deprecated; use catalog_dir in [compat.syncs]" in m
+               for m in said), said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="schedd.config"):
+        assert config.load(env={"SCHEDD_COMPAT_ACTIONS": "false"}).actions_enabled is False
+    assert "SCHEDD_ACTIONS_ENABLED" in caplog.text
+    # the current name wins over the earlier one
+    s = config.load(env={"SCHEDD_COMPAT_ACTIONS": "false", "SCHEDD_ACTIONS_ENABLED": "true"})
+    assert s.actions_enabled is True
+
+
 @pytest.mark.parametrize(("text", "message"), [
+    ("[compat.syncs]\nenabled = 3\n", "syncs_enabled"),
     ("[compat.kragle]\nnope = 1\n", "unknown setting 'nope'"),
     ("[compat]\npublic_read = true\n", "public_read belongs in [compat.kragle]"),
     ("[compat.kragle]\npublic_read = 3\n", "kragle_public_read"),

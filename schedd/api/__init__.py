@@ -57,7 +57,7 @@ def create_app(
     settings = settings or (services.settings if services is not None else Settings())
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     compat: list[Any] = []
-    if settings.compat_actions:
+    if settings.actions_enabled:
         compat.append(compat_actions.router([api_key_guard], security))
     if settings.kragle_enabled:
         compat.append(compat_kragle.router(api_key_guard, security,
