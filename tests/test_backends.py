@@ -13,6 +13,7 @@ from engine_kit import kit
 
 from schedd.backends import (
     BackendRefused,
+    BackendRunner,
     BackendUnavailable,
     Job,
     RemoteState,
@@ -190,3 +191,66 @@ async def test_backend_runs_survive_a_stop_and_are_resumed_not_interrupted(
         await asyncio.sleep(0)
         assert cancelled.status is RunStatus.cancelled and run.id not in again.inflight
         await again.stop(grace_s=1)
+
+
+class LongFlows:
+    """A remote backend whose runs are created at once and then never end (long flow
+    runs): every poll waits."""
+
+    name = "long"
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def start(self, job: Job) -> RemoteState:
+        self.started.append(job.run_id)
+        return RemoteState(ref=f"fr-{job.run_id}", status={"stateType": "RUNNING"})
+
+    async def poll(self, job: Job, ref: str) -> RemoteState:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def cancel(self, job: Job, ref: str) -> None:
+        pass
+
+
+async def test_remote_runs_being_polled_give_their_action_slot_back(tmp_path: Path) -> None:
+    """max_concurrent_actions 2, three long Prefect-like runs: once their remote runs
+    exist schedd only polls them, so they hold no slot, and a webhook due later fires."""
+    async with kit(tmp_path, T0, max_concurrent_actions=2) as k:
+        remote = LongFlows()
+        runner = BackendRunner(k.runner, {"long": remote}, Port(), now_ms=k.clock.now_ms)
+        engine = Engine(k.store, k.clock, k.settings, runner)
+        flows = []
+        for i in range(3):
+            s = await k.create(name=f"flow-{i}", schedule_expression="1h")
+            s.action_type = ActionType.backend
+            s.action_config = {"backend": "long", "sync_id": s.id, "api_url": "http://p/api",
+                               "poll_interval_seconds": 0}
+            await k.db.write(k.store.update_schedule, s)
+            flows.append(s)
+        hook = await k.create(name="hook", schedule_expression="90m")
+        try:
+            k.clock.set(T0 + 3_600_000)
+            for _ in range(50):
+                await engine.tick(k.clock.now_ms())
+                await asyncio.sleep(0.01)
+                if len(remote.started) == 3:
+                    break
+            assert len(remote.started) == 3  # the third was claimed once two were polling
+            assert engine.counted() == 0 and len(engine.inflight) == 3
+            k.clock.set(T0 + 5_400_000)
+            for _ in range(50):
+                await engine.tick(k.clock.now_ms())
+                await asyncio.sleep(0.01)
+                runs = await k.runs(hook.id)
+                if runs and runs[0].status is RunStatus.succeeded:
+                    break
+            [run] = await k.runs(hook.id)
+            assert run.status is RunStatus.succeeded and run.started_ms == T0 + 5_400_000
+            for s in flows:
+                [r] = await k.runs(s.id)
+                assert r.status is RunStatus.running
+        finally:
+            await asyncio.wait_for(engine.stop(grace_s=0), 10)
+        assert not engine.inflight

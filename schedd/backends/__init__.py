@@ -104,14 +104,17 @@ def _fmt(seconds: float) -> str:
 
 
 async def drive(backend: RemoteBackend, port: RunPort, job: Job, *,
-                now_ms: Callable[[], int]) -> Outcome:
+                now_ms: Callable[[], int],
+                polling: Callable[[], None] | None = None) -> Outcome:
     """Run one attempt on a remote backend until its remote run is final.
 
     Unreachable or erroring servers are retried for `unavailable_tolerance_seconds`
     (from the first failure in a row), then the attempt fails with error_code
     `backend_unavailable` (and the schedule's retry policy decides what follows).
     Cancellation: when the run was cancelled (its row says so) the remote run is cancelled
-    too; otherwise (schedd stopping) it is left alone, to be resumed at the next start."""
+    too; otherwise (schedd stopping) it is left alone, to be resumed at the next start.
+    `polling()` is called once, when the remote run exists and is not final: from then on
+    this task only polls it (its action slot may go to other work)."""
     cfg = job.config
     interval = float(cfg.get("poll_interval_seconds", 2.0))
     tolerance_ms = int(float(cfg.get("unavailable_tolerance_seconds", 60.0)) * 1000)
@@ -148,6 +151,9 @@ async def drive(backend: RemoteBackend, port: RunPort, job: Job, *,
                 continue
             failing_since = None
             await port.save(job.run_id, state, now_ms())
+            if polling is not None and not state.final:
+                polling()
+                polling = None
             if state.final:
                 summary = {"backendRunRef": state.ref, **state.status}
                 if state.ok:
@@ -201,9 +207,12 @@ class BackendRunner:
         self.backends = backends
         self.port = port
         self.now_ms = now_ms
+        self.wait_hook: Callable[[str], None] | None = None
 
     def set_wait_hook(self, hook: Callable[[str], None] | None) -> None:
-        """The engine's hook for webhooks waiting for their host: the wrapped runner's."""
+        """The engine's hook for actions that only wait (their slot is given back): a
+        remote run once schedd only polls it, and the wrapped runner's waiting webhooks."""
+        self.wait_hook = hook
         inner_hook = getattr(self.inner, "set_wait_hook", None)
         if inner_hook is not None:
             inner_hook(hook)
@@ -226,4 +235,7 @@ class BackendRunner:
         job = Job(run_id=p.ctx.run_id, sync_id=str(p.config.get("sync_id")),
                   attempt=p.ctx.attempt, run_mode=await self.port.run_mode(p.ctx.run_id),
                   config=p.config)
-        return await drive(backend, self.port, job, now_ms=self.now_ms)
+        hook = self.wait_hook
+        run_id = p.ctx.run_id
+        return await drive(backend, self.port, job, now_ms=self.now_ms,
+                           polling=None if hook is None else lambda: hook(run_id))

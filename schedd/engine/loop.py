@@ -16,7 +16,8 @@ a receiver that never answers must not starve the others): a webhook run stops c
 against max_concurrent_actions when it waits for one of its host's connections (the
 webhook sender tells us, `release`), or, while the engine is full, once it has had no
 answer for SLOW_WEBHOOK_MS. At most MAX_RELEASED runs are released at once; past that
-they count again, and claiming stops until one ends, as before.
+they count again, and claiming stops until one ends, as before. A remote backend's run
+(Prefect) is released the same way once its remote run exists and it is only polled.
 
 The loop sleeps until the next due instant or a wake() from a change, capped by
 sleep_cap_seconds so a clock jump or a suspended host is noticed; it never polls on a tick.
@@ -222,12 +223,17 @@ class Engine:
         return len(self.inflight) - len(self._released)
 
     def release(self, run_id: str) -> None:
-        """The webhook of `run_id` waits (for a connection to its host): it no longer
-        counts against max_concurrent_actions, so the loop can claim again."""
-        if self._young_webhooks.pop(run_id, None) is None or run_id not in self.inflight:
+        """The action of `run_id` only waits now: a webhook for a connection to its host,
+        or a remote backend's run (a Prefect flow run) that schedd only polls until it
+        ends. It no longer counts against max_concurrent_actions, so the loop can claim
+        again."""
+        webhook = self._young_webhooks.pop(run_id, None) is not None
+        if run_id not in self.inflight or run_id in self._released or not (
+                webhook or run_id in self._resumable):
             return
         if len(self._released) >= MAX_RELEASED:
-            self._young_webhooks[run_id] = self.clock.now_ms()
+            if webhook:
+                self._young_webhooks[run_id] = self.clock.now_ms()
             return
         self._released.add(run_id)
         self._wake.set()
