@@ -45,6 +45,9 @@ def check_key(key: Any, loc: Sequence[str | int]) -> str:
         raise InvalidField(loc, "a record key is 1 to 200 characters", "string_too_short")
     if len(key) > MAX_KEY_CHARS:
         raise InvalidField(loc, "a record key is 1 to 200 characters", "string_too_long")
+    if "\x00" in key:
+        raise InvalidField(loc, "a record key may not contain NUL (U+0000)",
+                           "string_pattern_mismatch")
     return key
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post, put
@@ -10,6 +11,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from schedd.api.common import ERRORS, path_uuid, services_of, tenant_of
 from schedd.api.schemas import (
     MAX_LIST_OFFSET,
+    NO_NUL,
     BatchIn,
     BatchOut,
     DefinitionCreate,
@@ -20,6 +22,7 @@ from schedd.api.schemas import (
     RecordList,
     RecordOut,
 )
+from schedd.errors import InvalidField
 from schedd.models import EntityDefinition, EntityRecord
 from schedd.timing import format_ms
 
@@ -27,9 +30,26 @@ R = Request[Any, Any, Any]
 DID = "/{definition_id:str}"
 KEY = "/{key:str}"
 DefinitionIdPath = Annotated[str, PathParameter(format="uuid", title="Definition Id")]
-KeyPath = Annotated[str, PathParameter(title="Key", min_length=1, max_length=200)]
+KeyPath = Annotated[str, PathParameter(
+    title="Key", min_length=1, max_length=200, pattern=NO_NUL,
+    description="1..200 characters, no NUL; percent-encoded, as UTF-8 (other bytes: 422).")]
 # A batch of 10,000 records is larger than other requests' 1 MiB limit.
 BATCH_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+def _key(request: R, key: str) -> str:
+    """The path's record key. Percent-encoded bytes that are not UTF-8 reach the handler
+    decoded to U+FFFD, so %FF and %FE would be one key: the raw path tells them apart."""
+    if "\ufffd" in key:
+        raw = request.scope.get("raw_path")
+        if isinstance(raw, bytes):
+            segment = raw.partition(b"?")[0].rsplit(b"/", 1)[-1]
+            try:
+                urllib.parse.unquote_to_bytes(segment).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidField(("path", "key"), "the key's percent-encoded bytes are not "
+                                   "valid UTF-8", "string_unicode") from None
+    return key
 
 
 def definition_out(d: EntityDefinition) -> DefinitionOut:
@@ -93,21 +113,23 @@ async def delete_definition(request: R, definition_id: DefinitionIdPath) -> None
 async def put_record(request: R, definition_id: DefinitionIdPath, key: KeyPath,
                      data: JSONBody[RecordIn]) -> Response[RecordOut]:
     ent = services_of(request).entities
-    rec, created = await ent.put_record(tenant_of(request), _did(definition_id), key, data.data)
+    rec, created = await ent.put_record(tenant_of(request), _did(definition_id),
+                                        _key(request, key), data.data)
     return Response(record_out(rec), status_code=201 if created else 200)
 
 
 @get("/entity-definitions" + DID + "/records" + KEY, responses=ERRORS, summary="Get Record")
 async def get_record(request: R, definition_id: DefinitionIdPath, key: KeyPath) -> RecordOut:
     ent = services_of(request).entities
-    return record_out(await ent.get_record(tenant_of(request), _did(definition_id), key))
+    return record_out(await ent.get_record(tenant_of(request), _did(definition_id),
+                                           _key(request, key)))
 
 
 @delete("/entity-definitions" + DID + "/records" + KEY, responses=ERRORS,
         summary="Delete Record", status_code=204)
 async def delete_record(request: R, definition_id: DefinitionIdPath, key: KeyPath) -> None:
     ent = services_of(request).entities
-    await ent.delete_record(tenant_of(request), _did(definition_id), key)
+    await ent.delete_record(tenant_of(request), _did(definition_id), _key(request, key))
 
 
 @get("/entity-definitions" + DID + "/records", responses=ERRORS, summary="List Records")

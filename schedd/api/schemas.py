@@ -304,8 +304,12 @@ class CompleteIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 # --------------------------------------------------------------------------- entities
-DefinitionName = Annotated[str, Meta(min_length=1, max_length=100,
-                                      description="Unique in the tenant (409 otherwise).")]
+#: Names and keys that identify something: no NUL (U+0000), which storage and tools
+#: handle badly (C strings end at it); a 422 naming the field otherwise.
+NO_NUL = r"^[^\x00]*$"
+DefinitionName = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL,
+                                      description="Unique in the tenant (409 otherwise); "
+                                                  "no NUL character.")]
 Description = Annotated[str, Meta(max_length=2000)]
 _FIELD_NAME_RE = "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _FIELD_TYPES = ["date", "datetime", "string", "number", "boolean"]
@@ -391,7 +395,8 @@ class RecordList(msgspec.Struct, kw_only=True):
     next_after: str | None
 
 
-RecordKey = Annotated[str, Meta(min_length=1, max_length=200)]
+RecordKey = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL,
+                                 description="1..200 characters, no NUL.")]
 MAX_BATCH = 10_000
 
 

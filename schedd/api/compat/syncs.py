@@ -16,7 +16,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
 from schedd.api.common import ERRORS, path_uuid
-from schedd.api.schemas import MAX_LIST_OFFSET, CancelIn
+from schedd.api.schemas import MAX_LIST_OFFSET, NO_NUL, CancelIn
 from schedd.auth import token_from_headers
 from schedd.syncs import (
     CatalogEntry,
@@ -33,8 +33,10 @@ from schedd.syncs import (
 from schedd.timing import format_ms
 
 R = Request[Any, Any, Any]
-Name = Annotated[str, Meta(min_length=1, max_length=255)]
-Slug = Annotated[str, Meta(max_length=255)]
+Name = Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL,
+                            description="1..255 characters, no NUL.")]
+Slug = Annotated[str, Meta(max_length=255, pattern=NO_NUL,
+                            description="At most 255 characters, no NUL.")]
 Entity = Annotated[str, Meta(min_length=1, max_length=200)]
 Entities = Annotated[list[Entity], Meta(max_length=1000)]
 Sla = Annotated[int, Meta(
