@@ -118,8 +118,16 @@ class EngineProxy:
     async def trigger(self, s: Any, **kw: Any) -> Run:
         return await self._host.run(self._engine.trigger(s, **kw))
 
-    async def cancel(self, tenant_id: str, run_id: str, reason: str | None) -> Run:
-        return await self._host.run(self._engine.cancel(tenant_id, run_id, reason))
+    async def cancel(self, tenant_id: str, run_id: str, reason: str | None,
+                     **kw: Any) -> Run:
+        return await self._host.run(self._engine.cancel(tenant_id, run_id, reason, **kw))
+
+    def cancel_schedule_runs_tx(self, *args: Any) -> Any:
+        """In the caller's transaction (the writer thread): touches no loop state."""
+        return self._engine.cancel_schedule_runs_tx(*args)
+
+    def after_commit(self, fx: Any) -> None:
+        self._host.loop.call_soon_threadsafe(self._engine.after_commit, fx)
 
     async def retry(self, tenant_id: str, run_id: str, **kw: Any) -> Run:
         return await self._host.run(self._engine.retry(tenant_id, run_id, **kw))

@@ -159,3 +159,41 @@ async def test_proxy_wakes_the_engine_thread_only_when_it_must() -> None:
         assert fake.woken == [9_999, 50_000, None, -9_999, -20_000]
     finally:
         await host.close()
+
+
+async def test_a_syncs_archive_and_cancel_reach_the_engine_on_its_thread(
+        daemon: Daemon) -> None:
+    """The Syncs API's cancel (one transaction with its cancelRequestedBy) and archive (its
+    runs cancelled in the archiving transaction, then stopped on the engine's loop), and a
+    worker's claim with the sync's sourceConfig, through EngineProxy."""
+    base = "/api/v1/syncs"
+    r = await daemon.post(base, json={
+        "connectionId": "84b500d7-71c8-4b1f-adf4-f1eb0000973d", "name": "orders",
+        "providerKey": "shopify", "executionBackend": "external",
+        "executionConfig": {"queue": "q"}, "status": "active",
+        "sourceConfig": {"accessToken": "shpat-T"}})
+    assert r.status_code == 201, r.text
+    sid, by = r.json()["id"], r.json()["createdBy"]
+    runs = []
+    for _ in range(3):
+        r = await daemon.post(f"{base}/{sid}/trigger", json={})
+        assert r.status_code == 202, r.text
+        runs.append(r.json()["id"])
+    claim = await daemon.post("/v1/worker/claim", json={
+        "queues": ["q"], "worker_id": "w", "wait_seconds": 0})
+    assert claim.status_code == 200, claim.text
+    assert claim.json()["resolved_payload"]["sourceConfig"] == {"accessToken": "shpat-T"}
+    running = claim.json()["id"]
+    pending = [x for x in runs if x != running]
+    r = await daemon.post(f"{base}/runs/{pending[0]}/cancel", json={"reason": "no"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled" and r.json()["cancelRequestedBy"] == by
+    r = await daemon.client.patch(f"{base}/{sid}", json={"status": "archived"})
+    assert r.status_code == 200, r.text
+    for rid in (running, pending[1]):
+        got = (await daemon.get(f"{base}/runs/{rid}")).json()
+        assert got["status"] == "cancelled", got
+        assert got["cancelReason"] == "the sync was archived" and got["cancelRequestedBy"] == by
+    r = await daemon.post(f"/v1/runs/{running}/heartbeat", json={"worker_id": "w"})
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+    assert "Traceback" not in daemon.log_text()
