@@ -40,6 +40,13 @@ class Outcome(msgspec.Struct, kw_only=True):
     error_message: str | None = None
     result: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        # A message quoting what a receiver, a process or a backend said may hold U+0000,
+        # which PostgreSQL's text cannot store: such a write would be refused, and the
+        # outcome could never be recorded. Shown as U+FFFD on both backends instead.
+        if self.error_message is not None and "\x00" in self.error_message:
+            self.error_message = self.error_message.replace("\x00", "\ufffd")
+
 
 class RunContext(msgspec.Struct, kw_only=True):
     """What an action may know about its run (placeholders, headers, the envelope)."""

@@ -1232,3 +1232,16 @@ async def test_a_records_run_carries_its_record(sink: Sink, runner: ActionRunner
     assert (await runner.run("webhook", webhook(sink.url("/n")), make_ctx())).ok
     [*_, req] = await sink.wait_for(4)
     assert "record" not in req.json() and "x-schedd-record-key" not in req.headers
+
+
+def test_an_outcome_message_never_holds_nul() -> None:
+    # PostgreSQL's text cannot store U+0000: a message quoting a receiver or a backend that
+    # held one would make the outcome's write fail forever. It is shown as U+FFFD instead.
+    import msgspec
+
+    from schedd.outcomes import Outcome
+
+    assert Outcome(ok=False, error_code="x", error_message="a\x00b").error_message == "a\ufffdb"
+    decoded = msgspec.json.decode(b'{"ok": false, "error_message": "c\\u0000"}', type=Outcome)
+    assert decoded.error_message == "c\ufffd"
+    assert Outcome(ok=True).error_message is None
