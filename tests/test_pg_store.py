@@ -155,3 +155,69 @@ async def test_pg_a_failing_commit_fails_every_unit_of_the_group(pg: Database) -
     assert all(isinstance(o, psycopg.errors.ForeignKeyViolation) for o in out)
     assert await _pg_values(pg) == []
     assert isinstance(await pg.write(_pg_insert, "c"), int)
+
+
+# ---------------------------------------------------------------- row locks between nodes
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_two_nodes_locking_overlapping_runs_do_not_deadlock(
+        make_settings: Callable[..., Settings], database_url: str) -> None:
+    """Two nodes recording outcomes of overlapping runs (a run's node, and one failing it
+    after its lease) lock them in one order (RECORD_LOCK, by id), so one waits for the
+    other instead of each holding rows the other waits for. More runs than one statement's
+    chunk (500): the chunks too must come in one order, whatever order each node has the
+    ids in. A third transaction holds one run so that both lockers are surely under way
+    (and waiting) before either can finish."""
+    import threading
+
+    import psycopg
+
+    from schedd.models import ActionType, Run, RunStatus, TriggerType
+
+    async with open_database(make_settings()) as db:
+        store = store_for(db)
+        ids = sorted(f"run-{i:04d}" for i in range(1000))
+        await db.write(store.insert_runs, [
+            Run(id=i, schedule_id="s1", tenant_id="t1", status=RunStatus.running,
+                trigger_type=TriggerType.scheduled, scheduled_for_ms=n, due_ms=n,
+                triggered_ms=n, started_ms=n, attempt_root_run_id=i,
+                action_type=ActionType.noop)
+            for n, i in enumerate(ids)])
+    held = ids[499]  # the last of the first chunk of the ids in ascending order
+
+    def connect() -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(database_url, autocommit=True)
+
+    results: dict[str, object] = {}
+
+    def locker(name: str, order: list[str]) -> None:
+        with connect() as raw:
+            c = pgdb.PgConn(raw)
+            try:
+                c.execute("BEGIN")
+                active, _ = store.active_runs_and_tallies(c, order)
+                c.execute("COMMIT")
+                results[name] = len(active)
+            except Exception as exc:  # a deadlock broken by the server
+                results[name] = exc
+
+    with connect() as holder, connect() as watch:
+        holder.execute("BEGIN")
+        holder.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (held,))
+        threads = [threading.Thread(target=locker, args=("up", ids)),
+                   threading.Thread(target=locker, args=("down", ids[::-1]))]
+        for t in threads:
+            t.start()
+        waiting = 0
+        for _ in range(1000):  # bounded: until both lockers wait for a row lock (<= 10 s)
+            row = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'").fetchone()
+            waiting = int(row[0]) if row else 0
+            if waiting == 2:
+                break
+            threading.Event().wait(0.01)
+        assert waiting == 2
+        holder.execute("COMMIT")
+        for t in threads:
+            t.join(60)
+    assert results == {"up": 1000, "down": 1000}

@@ -14,9 +14,10 @@ class PgStore(Store):
     integrity_errors = (pg_errors.IntegrityError,)
     # several nodes share the database: rows a transaction is about to change are locked,
     # and another node's claim skips them (see Store.ROW_CLAIM); the outcome's read locks
-    # the runs only (not the outer-joined schedules, which PostgreSQL cannot lock)
+    # the runs only (not the outer-joined schedules, which PostgreSQL cannot lock), in the
+    # order of their ids so that two nodes locking overlapping sets cannot deadlock
     ROW_CLAIM = " FOR UPDATE SKIP LOCKED"
-    RECORD_LOCK = " FOR UPDATE OF r"
+    RECORD_LOCK = " ORDER BY r.id FOR UPDATE OF r"
 
     def due_schedules(self, c: Conn, now_ms: int, limit: int) -> list[Schedule]:
         """The due schedules, locked for this transaction: another node's claim skips the

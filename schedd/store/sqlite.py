@@ -295,7 +295,9 @@ class Store:
 
     def tally_schedules(self, c: Conn, items: Iterable[ScheduleTally], now_ms: int) -> None:
         """Write what recording outcomes changed: counters, last run; pauses."""
-        items = list(items)
+        # by id: each UPDATE locks its row until the commit; two nodes tallying overlapping
+        # schedules lock them in one order (no deadlock between them)
+        items = sorted(items, key=attrgetter("id"))
         c.executemany(_S_TALLY, [(t.run_count, t.last_run_ms, t.last_run_status,
                                   t.consecutive_failures, now_ms, t.id) for t in items])
         paused = [(t.paused_reason, t.id) for t in items if t.paused_reason is not None]
@@ -430,7 +432,11 @@ class Store:
         their outcomes reads of their schedules (none for a deleted schedule): one query."""
         active: set[str] = set()
         tallies: dict[str, ScheduleTally] = {}
-        for row in _where_in(c, _TALLY_OF_ACTIVE + self.RECORD_LOCK, run_ids):
+        # sorted (and each chunk's rows locked ORDER BY id on PostgreSQL, RECORD_LOCK): two
+        # nodes locking overlapping sets take the rows in one order, so neither holds a row
+        # the other waits for while it waits for one the other holds (a deadlock)
+        ids = sorted(set(run_ids)) if self.RECORD_LOCK else run_ids
+        for row in _where_in(c, _TALLY_OF_ACTIVE + self.RECORD_LOCK, ids):
             active.add(row[0])
             if row[1] is not None and row[1] not in tallies:
                 tallies[row[1]] = _tally_from_row(row[1:])
