@@ -26,7 +26,8 @@ import pytest
 from daemon_kit import Daemon, free_port
 
 # on SQLite and on PostgreSQL (tests/db_backend.py)
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url"),
+              pytest.mark.xdist_group("prefect")]
 
 BASE = "/api/v1/syncs"
 CONN = "84b500d7-71c8-4b1f-adf4-f1eb0000973d"
