@@ -46,6 +46,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from queue import SimpleQueue
@@ -310,15 +311,40 @@ def _call(fn: Callable[[], Any], via: OneRunner | None = None) -> tuple[bool, An
         return False, exc
 
 
-def _in_tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+@dataclass(frozen=True, slots=True)
+class TxDialect:
+    """How one database spells a write transaction and the savepoints of a group (see the
+    module's docstring), and how to tell, after an error, that the transaction is still
+    open and usable (`alive`); `error` is what a failed ROLLBACK raises (ignored: the first
+    error is the one reported). The group-commit logic itself is written once, in
+    Database._write_one and Database._write_group."""
+
+    begin: str
+    savepoint: str
+    release: str
+    rollback_to: str
+    error: type[Exception]
+    alive: Callable[[Any], bool]
+
+
+SQLITE_TX = TxDialect(
+    begin="BEGIN IMMEDIATE", savepoint="SAVEPOINT schedd_group",
+    release="RELEASE schedd_group", rollback_to="ROLLBACK TO schedd_group",
+    error=sqlite3.Error,
+    # False once SQLite rolled the whole transaction back itself (a full disk, ...)
+    alive=lambda conn: bool(conn.in_transaction),
+)
+
+
+def _in_tx(conn: Any, fn: Callable[[], T], tx: TxDialect) -> T:
+    conn.execute(tx.begin)
     try:
         result = fn()
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            # keep the first error; a failed ROLLBACK means SQLite ended the tx itself
-            with contextlib.suppress(sqlite3.Error):
+        if tx.alive(conn):
+            # keep the first error; a failed ROLLBACK means the database ended the tx itself
+            with contextlib.suppress(tx.error):
                 conn.execute("ROLLBACK")
         raise
     return result
@@ -331,6 +357,8 @@ def _rewrite_header(conn: Conn) -> None:
 
 class Database:
     """Owns the writer and the reader; close() (or `async with`) closes both."""
+
+    _tx = SQLITE_TX  # the writer's transaction statements (PgDatabase: PostgreSQL's)
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -456,13 +484,17 @@ class Database:
         await self.write(_rewrite_header)
         self.fault = None
 
-    def _write_one(self, fn: Callable[[], T]) -> T:
-        """On the writer thread: a unit alone in its transaction, then maybe a nudge to the
-        checkpointer."""
+    def _conn(self) -> Any:
+        """On the writer thread: the writer's connection (PgDatabase reconnects a lost one)."""
         conn = self._writer.conn if self._writer is not None else None
         if conn is None:
             raise RuntimeError("database is not open")
-        result = _in_tx(conn, fn)
+        return conn
+
+    def _write_one(self, fn: Callable[[], T]) -> T:
+        """On the writer thread: a unit alone in its transaction, then maybe a nudge to the
+        checkpointer."""
+        result = _in_tx(self._conn(), fn, self._tx)
         self._committed()
         return result
 
@@ -479,42 +511,41 @@ class Database:
     def _write_group(self, units: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
         """On the writer thread: several write units in one transaction, each inside its
         own savepoint (see the module's docstring). One (ok, result or exception) per unit."""
-        conn = self._writer.conn if self._writer is not None else None
-        if conn is None:
-            exc = RuntimeError("database is not open")
-            return [(False, exc) for _ in units]
-        outcomes: list[tuple[bool, Any]] = []
+        tx = self._tx
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._conn()
+            conn.execute(tx.begin)
         except BaseException as exc:
             return [(False, exc) for _ in units]
+        outcomes: list[tuple[bool, Any]] = []
         for i, unit in enumerate(units):
             try:
-                conn.execute("SAVEPOINT schedd_group")
+                conn.execute(tx.savepoint)
                 outcomes.append((True, unit()))
-                conn.execute("RELEASE schedd_group")
+                conn.execute(tx.release)
                 continue
             except BaseException as exc:
                 error = exc
-            if conn.in_transaction:
+            if tx.alive(conn):
                 try:
-                    conn.execute("ROLLBACK TO schedd_group")
-                    conn.execute("RELEASE schedd_group")
+                    conn.execute(tx.rollback_to)
+                    conn.execute(tx.release)
                 except BaseException as exc:  # the transaction is gone with it
                     error = exc
             if i < len(outcomes):
                 outcomes[i] = (False, error)  # raised by RELEASE
             else:
                 outcomes.append((False, error))
-            if not conn.in_transaction:
-                # SQLite rolled the whole transaction back: what the others did is gone
+            if not tx.alive(conn):
+                # the database rolled the whole transaction back (or the connection is
+                # lost): what the others did is gone
                 lost = [(False, error) if ok else (ok, v) for ok, v in outcomes]
                 return lost + [_call(u, self._write_one) for u in units[i + 1:]]
         try:
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+            if tx.alive(conn):
+                with contextlib.suppress(tx.error):
                     conn.execute("ROLLBACK")
             return [(False, exc) for _ in units]
         self._committed()

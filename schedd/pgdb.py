@@ -9,10 +9,11 @@ SQLite) becomes `ILIKE`, and the scalar `max(a, b)` becomes `greatest(a, b)`. Py
 are bound as 0/1 (the flag columns are integers, as on SQLite). What must differ beyond
 that is a method of store/postgres.py.
 
-The writer mirrors db.py's: units queued while a transaction runs share the next one, each
-inside its own SAVEPOINT, every caller answered only after the one COMMIT. On PostgreSQL a
-failed statement leaves the transaction aborted until `ROLLBACK TO SAVEPOINT`, which is what
-the group does anyway. Several schedd nodes may write at once (each has its own writer);
+The writer is db.py's (Database._write_one and _write_group, in PostgreSQL's spelling,
+PG_TX): units queued while a transaction runs share the next one, each inside its own
+SAVEPOINT, every caller answered only after the one COMMIT. On PostgreSQL a failed
+statement leaves the transaction aborted until `ROLLBACK TO SAVEPOINT`, which is what the
+group does anyway. Several schedd nodes may write at once (each has its own writer);
 what they must not both do (claim the same due schedule) is settled by row locks in the
 store's statements, not here.
 
@@ -44,7 +45,7 @@ from schedd.db import (
     Cursor,
     Database,
     SchemaTooNew,
-    _call,
+    TxDialect,
     _Worker,
     migrations,
 )
@@ -122,6 +123,16 @@ class PgConn:
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
 
+PG_TX = TxDialect(
+    begin="BEGIN", savepoint="SAVEPOINT schedd_group",
+    release="RELEASE SAVEPOINT schedd_group", rollback_to="ROLLBACK TO SAVEPOINT schedd_group",
+    error=psycopg.Error,
+    # a failed statement leaves PostgreSQL's transaction open (aborted until ROLLBACK TO); a
+    # lost connection ends it
+    alive=lambda conn: conn.in_transaction and not conn.raw.broken,
+)
+
+
 def fault_kind(exc: BaseException) -> str | None:
     """The StorageUnavailable kind of a PostgreSQL error, or None when it is not the
     storage's (a constraint, a bug): "io" for a lost or refused connection, "full" for a
@@ -182,6 +193,7 @@ class PgDatabase(Database):
     password)."""
 
     dialect = "postgres"
+    _tx = PG_TX
 
     def __init__(self, url: str, *, readers: int = READERS) -> None:
         super().__init__(url)
@@ -227,58 +239,6 @@ class PgDatabase(Database):
                 conn.raw.close()
             conn = w.conn = PgConn(_connect(self.url))
         return conn
-
-    def _write_one(self, fn: Callable[[], T]) -> T:
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            result = fn()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction and not conn.raw.broken:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
-            raise
-        self._writes += 1
-        return result
-
-    def _write_group(self, units: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
-        try:
-            conn = self._conn()
-            conn.execute("BEGIN")
-        except BaseException as exc:
-            return [(False, exc) for _ in units]
-        outcomes: list[tuple[bool, Any]] = []
-        for i, unit in enumerate(units):
-            try:
-                conn.execute("SAVEPOINT schedd_group")
-                outcomes.append((True, unit()))
-                conn.execute("RELEASE SAVEPOINT schedd_group")
-                continue
-            except BaseException as exc:
-                error = exc
-            if not conn.raw.broken:
-                try:
-                    conn.execute("ROLLBACK TO SAVEPOINT schedd_group")
-                    conn.execute("RELEASE SAVEPOINT schedd_group")
-                except BaseException as exc:  # the transaction is gone with it
-                    error = exc
-            if i < len(outcomes):
-                outcomes[i] = (False, error)
-            else:
-                outcomes.append((False, error))
-            if conn.raw.broken or not conn.in_transaction:
-                lost = [(False, error) if ok else (ok, v) for ok, v in outcomes]
-                return lost + [_call(u, self._write_one) for u in units[i + 1:]]
-        try:
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction and not conn.raw.broken:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
-            return [(False, exc) for _ in units]
-        self._writes += 1
-        return outcomes
 
     async def write(self, fn: Callable[Concatenate[Any, P], T], *args: P.args,
                     **kwargs: P.kwargs) -> T:
