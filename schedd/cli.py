@@ -57,10 +57,14 @@ def _with_services(settings: config.Settings, fn: Callable[[Any], Awaitable[T]])
         async with open_database(settings) as db:
             return await fn(Services(store_for(db), SystemClock(), settings))
 
+    from schedd.db import SchemaTooNew
+
     try:
         return asyncio.run(main())
     except StorageUnavailable as exc:  # a PostgreSQL server that cannot be reached
         _die(f"{config.database_label(settings)}: {exc}")
+    except SchemaTooNew as exc:  # PostgreSQL's (SQLite's is found by _settings)
+        _die(str(exc))
 
 
 def _fmt_ms(ms: int | None) -> str:

@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import uvicorn
@@ -47,6 +48,9 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_database(settings))
+        # the key, node and console files live beside `db`; on PostgreSQL no database
+        # file made its directory
+        Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
         store = store_for(db)
         services = Services(store, clock, settings)
         key_path = await services.ensure_first_key(settings.db + ".key")

@@ -207,8 +207,11 @@ class Services:
         `key_path` with mode 0600. Returns the path written, or None when keys exist."""
         if await self.db.read(self.store.count_keys) > 0:
             return None
-        _, key = await self.create_key(DEFAULT_TENANT)
         path = Path(key_path)
+        # before the key exists: on PostgreSQL nothing else made <db>'s directory (SQLite's
+        # file did), and a key that could not be written would be shown to nobody
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _, key = await self.create_key(DEFAULT_TENANT)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key + "\n")

@@ -45,24 +45,15 @@ def backend() -> str:
     return "sqlite"  # replaced by the parameter above
 
 
-_template_ready = False
-
-
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The test's PostgreSQL database (fresh, migrated), or "" on SQLite."""
-    global _template_ready
     if backend == "sqlite":
         db_backend.current_url = ""
         yield ""
         return
     server: pg_kit.PgServer = request.getfixturevalue("pg_server")
-    if not _template_ready:
-        from schedd.pgdb import migrate
-
-        migrate(server.make_template(db_backend.TEMPLATE))
-        _template_ready = True
-    url = server.create_database(template=db_backend.TEMPLATE)
+    url = db_backend.new_database(server)
     db_backend.current_url = url
     try:
         yield url

@@ -11,7 +11,24 @@ Tests about SQLite itself (its file, its WAL, faults of its filesystem) carry
 
 from __future__ import annotations
 
+from typing import Any
+
 BACKENDS = ("sqlite", "postgres")
 TEMPLATE = "schedd_migrated"
 
 current_url = ""  # the running test's PostgreSQL database, "" on SQLite
+
+_template_ready = False
+
+
+def new_database(server: Any) -> str:
+    """A fresh, migrated database on the session's server (a pg_kit.PgServer), copied from
+    the template (migrated once per session); its url. The caller drops it."""
+    global _template_ready
+    if not _template_ready:
+        from schedd.pgdb import migrate
+
+        migrate(server.make_template(TEMPLATE))
+        _template_ready = True
+    url: str = server.create_database(template=TEMPLATE)
+    return url

@@ -1,4 +1,8 @@
-"""The admin CLI: version, next, keys, init, backup; bad usage exits 2 with one line."""
+"""The admin CLI: version, next, keys, init, backup; bad usage exits 2 with one line.
+
+The commands that open a database run on each backend (tests/db_backend.py): on PostgreSQL
+the test's database is given as SCHEDD_DATABASE_URL, as an operator would, and `--db` still
+names where the key file goes."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from schedd import __version__
@@ -58,7 +63,19 @@ def test_bad_usage_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
     assert len(err.strip().splitlines()) == 1 and err.startswith("schedd: ")
 
 
-def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def on_backend(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test's database as the CLI finds it: SCHEDD_DATABASE_URL on PostgreSQL, nothing
+    (the --db file) on SQLite. The url, or ""."""
+    for k in ("SCHEDD_DATABASE_URL", "SCHEDD_DB", "SCHEDD_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    if database_url:
+        monkeypatch.setenv("SCHEDD_DATABASE_URL", database_url)
+    return database_url
+
+
+def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 on_backend: str) -> None:
     db = str(tmp_path / "k.db")
     code, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--db", db)
     key = out.strip()
@@ -76,10 +93,18 @@ def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_init_writes_config_database_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             on_backend: str) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "init", "--db", "data/s.db")
     assert code == 0
+    if on_backend:  # the database is PostgreSQL's (named without its url); no SQLite file
+        assert "database PostgreSQL 127.0.0.1:" in out
+        assert not (tmp_path / "data" / "s.db").exists()
+        with psycopg.connect(on_backend) as conn:
+            assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (1,)
+    else:
+        assert (tmp_path / "data" / "s.db").is_file()
     assert (tmp_path / "schedd.toml").read_text().count('db = "data/s.db"') == 1
     key_file = tmp_path / "data" / "s.db.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -88,7 +113,10 @@ def test_init_writes_config_database_and_key(tmp_path: Path, capsys: pytest.Capt
     assert code == 0 and "exists" in out and "first API key" not in out
 
 
-def test_backup_makes_a_consistent_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.sqlite_only("schedd backup copies the SQLite file (PostgreSQL: pg_dump, "
+                        "test_migrate_data.py::test_backup_on_postgres_says_pg_dump)")
+def test_backup_makes_a_consistent_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        backend: str) -> None:
     db = str(tmp_path / "b.db")
     run(capsys, "keys", "create", "--tenant", "t", "--db", db)
     dest = tmp_path / "copy.db"
@@ -103,20 +131,29 @@ def test_backup_makes_a_consistent_copy(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_a_database_from_a_newer_schedd_is_refused_with_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], on_backend: str) -> None:
     db = tmp_path / "new.db"
     run(capsys, "keys", "create", "--tenant", "t", "--db", str(db))
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA user_version = 99")
-    con.commit()
-    con.close()
-    for argv in (("keys", "list"), ("serve",), ("backup", str(tmp_path / "b.db"))):
+    if on_backend:
+        with psycopg.connect(on_backend) as conn:
+            conn.execute("UPDATE schedd_schema SET version = 99")
+    else:
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA user_version = 99")
+        con.commit()
+        con.close()
+    commands = [("keys", "list")]
+    if not on_backend:
+        commands += [("serve",), ("backup", str(tmp_path / "b.db"))]
+    for argv in commands:
         code, _, err = run(capsys, *argv, "--db", str(db))
         assert code == 2 and len(err.strip().splitlines()) == 1 and "newer" in err, argv
 
 
+@pytest.mark.sqlite_only("a file that is not a SQLite database")
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  backend: str) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
     code, _, err = run(capsys, "keys", "list", "--db", str(junk))

@@ -3,6 +3,8 @@
 One daemon (`python -m schedd serve`) serves the whole module; the CLI runs in-process via
 schedd.cli.main with SCHEDD_URL and SCHEDD_API_KEY set, and once as a subprocess that finds
 the server and the key by itself (a config file naming the port, the key file of --db).
+The module runs twice, with the daemon on each backend (tests/db_backend.py): on PostgreSQL
+it is given a fresh database as SCHEDD_DATABASE_URL, and `--db` still names its key file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import db_backend
+import pg_kit
 import pytest
 
 from schedd.cli import main
@@ -78,8 +82,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, key_path: Path) -> None
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@pytest.fixture(scope="module", params=db_backend.BACKENDS)
+def daemon(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     d = tmp_path_factory.mktemp("client")
     db = d / "s.db"
     port = free_port()
@@ -87,6 +92,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = _clean_env()
     env.update(SCHEDD_SHUTDOWN_GRACE_SECONDS="1", SCHEDD_SLEEP_CAP_SECONDS="5",
                PYTHONUNBUFFERED="1")
+    database_url = ""
+    if request.param == "postgres":
+        pg_server = request.getfixturevalue("pg_server")
+        database_url = db_backend.new_database(pg_server)
+        env["SCHEDD_DATABASE_URL"] = database_url
+        request.addfinalizer(lambda: pg_server.drop_database(pg_kit.dbname_of(database_url)))
     log_path = d / "daemon.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -97,6 +108,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
     try:
         _wait_ready(proc, url, Path(f"{db}.key"))
+        assert db.exists() == (not database_url)  # on PostgreSQL, no SQLite file was made
         key = Path(f"{db}.key").read_text(encoding="utf-8").strip()
         yield Served(d, db, port, url, key)
     finally:

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import db_backend
+import pg_kit
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -58,6 +60,10 @@ SEED = 20261204
 # Examples per operation in the fuzzing phase (the examples and coverage phases add their
 # own, bounded by the schema). The whole file takes about a minute on the 2-core CI box.
 MAX_EXAMPLES = 25
+# On PostgreSQL (the same document, seed and phases) the fuzzing phase draws fewer: what
+# differs there is the store (text, integer ranges, ordering), which the examples and
+# coverage phases' boundary values reach; the bound keeps the second run's CI cost small.
+PG_MAX_EXAMPLES = 10
 T0 = 1_795_338_000_000  # 2026-11-22T09:00:00Z; the fake clock stays there
 
 # The app is built at import, so that its document can parametrize the test; nothing runs
@@ -69,34 +75,41 @@ APP = build_app(Settings(db=_DB, shutdown_grace_seconds=1), FakeClock(T0))
 # exactly what GET /schema/openapi.json answers (the fixture checks it)
 DOCUMENT: dict[str, Any] = served_openapi(APP)
 
-CONFIG = schemathesis.Config.from_dict({
-    "seed": SEED,
-    "generation": {
-        "mode": "all",
-        "deterministic": True,
-        "max-examples": MAX_EXAMPLES,
-        # the key is sent by the test; schemathesis must not invent credentials
-        "with-security-parameters": False,
-        "database": "none",
-    },
-    # stateful testing links operations through responses; not part of this bounded run
-    "phases": {"stateful": {"enabled": False}},
-    "checks": {
-        # a random id that does not exist (404) or a state that forbids the action (409)
-        # are correct answers to a well-formed request; 401, 403, 429 and 5xx are not
-        "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "409"]},
-    },
-})
+
+def _config(max_examples: int) -> schemathesis.Config:
+    return schemathesis.Config.from_dict({
+        "seed": SEED,
+        "generation": {
+            "mode": "all",
+            "deterministic": True,
+            "max-examples": max_examples,
+            # the key is sent by the test; schemathesis must not invent credentials
+            "with-security-parameters": False,
+            "database": "none",
+        },
+        # stateful testing links operations through responses; not part of this bounded run
+        "phases": {"stateful": {"enabled": False}},
+        "checks": {
+            # a random id that does not exist (404) or a state that forbids the action (409)
+            # are correct answers to a well-formed request; 401, 403, 429 and 5xx are not
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "409"]},
+        },
+    })
 
 
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=_config(MAX_EXAMPLES))
 schema.app = APP  # requests go to the app in-process, through its ASGI interface
+# the same document on PostgreSQL: each call names the app the fixture builds there
+# (`app=`, which wins over this one; schemathesis wants one set to take the ASGI path)
+pg_schema = schemathesis.openapi.from_dict(DOCUMENT, config=_config(PG_MAX_EXAMPLES))
+pg_schema.app = APP
 
 
 class Served:
     """The running app: the key, and ids of resources that exist (see _existing_ids)."""
 
-    def __init__(self, headers: dict[str, str], ids: dict[str, str]) -> None:
+    def __init__(self, app: Any, headers: dict[str, str], ids: dict[str, str]) -> None:
+        self.app = app
         self.headers = headers
         self.ids = ids
 
@@ -104,22 +117,42 @@ class Served:
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     with asgi.get_client(APP) as client:  # starts the app's lifespan (database, engine)
-        key = Path(_DB + ".key").read_text().strip()
-        headers = {"Authorization": f"Bearer {key}"}
-        r = client.get("/schema/openapi.json")
-        assert r.status_code == 200
-        assert r.json() == DOCUMENT
-        ids = {}
-        body = {"name": "fuzz target", "schedule_type": "cron", "schedule_expression": "@daily",
-                "action_type": "noop", "action_config": {}}
-        r = client.post("/v1/schedules", json=body, headers=headers)
-        assert r.status_code == 201, r.text
-        ids["schedule_id"] = r.json()["id"]
-        r = client.post(f"/v1/schedules/{ids['schedule_id']}/trigger", headers=headers)
-        assert r.status_code == 202, r.text
-        ids["run_id"] = r.json()["id"]
-        yield Served(headers, ids)
+        yield _prepare(client, APP, _DB)
     asgi.shutdown_lifespans()
+
+
+@pytest.fixture(scope="module")
+def served_pg(pg_server: pg_kit.PgServer,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The same app on a fresh PostgreSQL database (tests/db_backend.py)."""
+    url = db_backend.new_database(pg_server)
+    db = str(tmp_path_factory.mktemp("openapi-pg") / "schedd.db")
+    app = build_app(Settings(db=db, database_url=url, shutdown_grace_seconds=1), FakeClock(T0))
+    try:
+        with asgi.get_client(app) as client:
+            assert type(app.state.services.db).__name__ == "PgDatabase"
+            yield _prepare(client, app, db)
+        asgi.shutdown_lifespans()
+    finally:
+        pg_server.drop_database(pg_kit.dbname_of(url))
+
+
+def _prepare(client: Any, app: Any, db: str) -> Served:
+    key = Path(db + ".key").read_text().strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    r = client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    assert r.json() == DOCUMENT
+    ids = {}
+    body = {"name": "fuzz target", "schedule_type": "cron", "schedule_expression": "@daily",
+            "action_type": "noop", "action_config": {}}
+    r = client.post("/v1/schedules", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    ids["schedule_id"] = r.json()["id"]
+    r = client.post(f"/v1/schedules/{ids['schedule_id']}/trigger", headers=headers)
+    assert r.status_code == 202, r.text
+    ids["run_id"] = r.json()["id"]
+    return Served(app, headers, ids)
 
 
 def _existing_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
@@ -191,10 +224,23 @@ CHECKS = [
 ]
 
 
+_HYPOTHESIS = settings(database=None, deadline=None, derandomize=True,
+                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
 @schema.parametrize()
-@settings(database=None, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@_HYPOTHESIS
 def test_operation_conforms(case: schemathesis.Case, served: Served) -> None:
+    _call(case, served)
+
+
+@pg_schema.parametrize()
+@_HYPOTHESIS
+def test_operation_conforms_on_postgresql(case: schemathesis.Case, served_pg: Served) -> None:
+    _call(case, served_pg)
+
+
+def _call(case: schemathesis.Case, served: Served) -> None:
     _existing_ids(case, served.ids)
     poll = LONG_POLLS.get(case.operation.label)
     if poll is not None and isinstance(case.body, dict):
@@ -206,7 +252,7 @@ def test_operation_conforms(case: schemathesis.Case, served: Served) -> None:
         if field not in case.body or (isinstance(wait, int | float)
                                       and not isinstance(wait, bool) and 0 <= wait <= maximum):
             case.body[field] = 0
-    case.call_and_validate(headers=served.headers, checks=CHECKS)
+    case.call_and_validate(headers=served.headers, checks=CHECKS, app=served.app)
 
 
 # Routes deliberately left out of the document (include_in_schema=False): Prometheus text,
