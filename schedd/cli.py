@@ -19,6 +19,11 @@ from schedd.errors import ConfigError, ScheddError, StorageUnavailable
 
 T = TypeVar("T")
 
+#: `schedd serve` could not reach its PostgreSQL database at start (sysexits' EX_TEMPFAIL:
+#: a temporary failure, worth trying again; systemd shows it as status=75/TEMPFAIL, and
+#: Restart=on-failure restarts the service). Bad usage and bad configuration exit 2.
+EXIT_DATABASE_UNREACHABLE = 75
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -75,7 +80,26 @@ def _fmt_ms(ms: int | None) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from schedd.daemon import run_serve
 
-    return run_serve(_settings(args, host=args.host, port=args.port))
+    settings = _settings(args, host=args.host, port=args.port)
+    if settings.database_url:
+        _check_postgres(settings.database_url)
+    return run_serve(settings)
+
+
+def _check_postgres(url: str) -> None:
+    """Before serving: connect, check the schema's version and migrate, so that a server
+    that cannot be reached stops the start with one line naming the url (its password
+    redacted) and the cause, exit EXIT_DATABASE_UNREACHABLE, not a traceback."""
+    from schedd.db import SchemaTooNew
+    from schedd.pgdb import prepare
+
+    try:
+        prepare(url)
+    except StorageUnavailable as exc:
+        _die(f"cannot reach PostgreSQL at {config.redacted_url(url)}: {exc.message}",
+             EXIT_DATABASE_UNREACHABLE)
+    except SchemaTooNew as exc:
+        _die(str(exc))
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -180,6 +181,22 @@ def database_label(settings: Settings) -> str:
     if parts.port:
         where += f":{parts.port}"
     return f"PostgreSQL {where}/{parts.path.lstrip('/')}"
+
+
+def redacted_url(url: str) -> str:
+    """A database url fit for a message: its password (in the user part, or a `password`
+    parameter, also in key=value form) replaced by `***`; everything else as given."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        authority, tail = rest[:cut], rest[cut:]
+        if "@" in authority:
+            userinfo, _, hostport = authority.rpartition("@")
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            authority = f"{userinfo}@{hostport}"
+        url = f"{scheme}://{authority}{tail}"
+    return re.sub(r"(?i)\b(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", url)
 
 
 def field_info() -> dict[str, tuple[str, str, Any]]:

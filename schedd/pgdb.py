@@ -187,6 +187,21 @@ def migrate(url: str) -> None:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
+def prepare(url: str) -> None:
+    """migrate(url), with a server that cannot be reached (refused, unknown host, timeout,
+    wrong password) raised as StorageUnavailable("io") whose message has no password and
+    fits on one line. SchemaTooNew as migrate raises it."""
+    try:
+        migrate(url)
+    except psycopg.OperationalError as exc:
+        raise StorageUnavailable("io", one_line(_scrub(str(exc), url))) from None
+
+
+def one_line(text: str) -> str:
+    """libpq's messages span lines (a hint on the next, tab-indented): joined with "; "."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 class PgDatabase(Database):
     """Database's interface over PostgreSQL: write, read, fetch_all/one, probe_write,
     fault, fault_listeners, commits. `path` is the url (never logged: it may hold a

@@ -7,6 +7,7 @@ names where the key file goes."""
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 
 from schedd import __version__
-from schedd.cli import main
+from schedd.cli import EXIT_DATABASE_UNREACHABLE, main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -142,12 +143,36 @@ def test_a_database_from_a_newer_schedd_is_refused_with_one_line(
         con.execute("PRAGMA user_version = 99")
         con.commit()
         con.close()
-    commands = [("keys", "list")]
+    commands = [("keys", "list"), ("serve",)]
     if not on_backend:
-        commands += [("serve",), ("backup", str(tmp_path / "b.db"))]
+        commands.append(("backup", str(tmp_path / "b.db")))
     for argv in commands:
         code, _, err = run(capsys, *argv, "--db", str(db))
         assert code == 2 and len(err.strip().splitlines()) == 1 and "newer" in err, argv
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # nothing listens there once the socket is closed
+
+
+def test_serve_with_postgresql_unreachable_says_so_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("SCHEDD_DATABASE_URL",
+                       f"postgresql://schedd:hunter2@127.0.0.1:{port}/schedd?password=hunter2")
+    code, out, err = run(capsys, "serve", "--db", str(tmp_path / "s.db"))
+    assert code == EXIT_DATABASE_UNREACHABLE == 75
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"schedd: cannot reach PostgreSQL at postgresql://schedd:***@127.0.0.1:"
+                          f"{port}/schedd?password=***: ")
+    assert "Connection refused" in err  # the cause, as libpq says it
+    assert "hunter2" not in err
+    assert not (tmp_path / "s.db.key").exists()  # nothing was started
 
 
 @pytest.mark.sqlite_only("a file that is not a SQLite database")
