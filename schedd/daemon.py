@@ -57,7 +57,7 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
         if key_path is not None:
             log.info("created the first API key (tenant 'default'); it is in %s", key_path)
         if settings.console_enabled:
-            services.console_secret = services.ensure_console_secret(
+            services.console_secret = await services.load_console_secret(
                 settings.db + ".console-secret")
         syncs = SyncService(services, store, clock, settings,
                             load_catalog(settings.syncs_catalog_dir or None))
@@ -82,6 +82,10 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             engine = await _engine(stack, settings, store, clock, syncs)
             services.attach_engine(engine)
             await engine.start()
+        if settings.database_url:
+            # other nodes' revocations reach this node's auth cache (services.on_signal);
+            # on SQLite nobody else signals (and the hub stays alone, so publishing is free)
+            engine.notifier.subscribe(f"{engine.node_id}/auth", services.on_signal)
         services.metrics_hooks.append(syncs_metrics(syncs, engine.metrics))
         await syncs.repair_on_create()
         prune = asyncio.create_task(

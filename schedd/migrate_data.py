@@ -48,6 +48,7 @@ ORDER = (
     "runs",
     "syncs",
     "sync_runs",
+    "shared_secrets",
 )
 # Kept by triggers from `schedules`: recomputed on the target, never copied.
 DERIVED = ("schedule_counts",)

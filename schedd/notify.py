@@ -1,9 +1,10 @@
 """Signals between the nodes that share one database (docs/operations.md, "Running several
 nodes"): a schedule changed (wake), a run was queued for workers (queued), a run was
-cancelled (cancel). Each is a hint that makes another node act sooner, never the only way
-it learns: the database stays the truth, and without any signal a node still finds the work
-at its next wake, a worker's long poll looks again every second, and the node running a
-cancelled run stops it at its next lease renewal.
+cancelled (cancel), an API key was revoked (revoked). Each is a hint that makes another
+node act sooner, never the only way it learns: the database stays the truth, and without
+any signal a node still finds the work at its next wake, a worker's long poll looks again
+every second, the node running a cancelled run stops it at its next lease renewal, and a
+node forgets a verified key within services.AUTH_CACHE_S.
 
 `LocalHub` delivers within one process: the engines subscribed to the same hub (tests run
 two nodes in one process; a daemon on SQLite has its own, with nobody else on it). A
@@ -23,6 +24,11 @@ log = logging.getLogger("schedd.notify")
 WAKE = "wake"  # the earliest instant something may be due, in ms ("" : now)
 QUEUED = "queued"  # a worker queue got a run (no argument)
 CANCEL = "cancel"  # a run id whose action must stop wherever it runs
+# an API key id that was revoked: forget the keys verified lately (services' auth cache).
+# Sent by the store inside the revoking transaction (sender "-"), not through publish.
+REVOKED = "revoked"
+#: PostgreSQL's channel of these signals (schedd/notify_pg.py)
+CHANNEL = "schedd"
 
 Handler = Callable[[str, str], None]
 

@@ -17,11 +17,12 @@ import queue
 import threading
 from typing import Any
 
-from schedd.notify import WAKE, Handler, decode, encode
+from schedd.notify import CHANNEL, WAKE, Handler, decode, encode
 
 log = logging.getLogger("schedd.notify")
 
-CHANNEL = "schedd"
+__all__ = ["CHANNEL", "PgNotifier"]
+
 RETRY_S = 1.0
 _STOP = object()
 

@@ -37,6 +37,7 @@ from schedd.models import (
     ScheduleType,
     new_id,
 )
+from schedd.notify import REVOKED
 from schedd.store import Store, Tx
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ PAUSED_MANUAL = "manual"
 PAUSED_BY_SYNC = "sync_"
 # The health page looks at the tenant's newest runs of the last hour, at most this many.
 HEALTH_RUN_SAMPLE = 10_000
+# the name of the console's cookie-signing secret in table shared_secrets
+CONSOLE_SECRET = "console"  # noqa: S105 (a name, not a secret)
 
 # PUT may change these (seed 000 "Update Schedule"); status is handled as pause/resume.
 UPDATABLE = (
@@ -134,6 +137,13 @@ def _decode_cursor(cursor: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
     return out
 
 
+def _read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 class Services:
     def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
         self.store = store
@@ -149,7 +159,9 @@ class Services:
         self.console_secret: bytes | None = None  # set by the daemon when the console is on
         # key hash -> (key id, tenant id, verified at on clock.monotonic())
         self._auth_cache: dict[str, tuple[str, str, float]] = {}
-        self._auth_mark: tuple[int, int, int] | None = self._revocation_mark()
+        # revocations other nodes signalled (on_signal): part of the revocation mark
+        self._revocations = 0
+        self._auth_mark = self._revocation_mark()
 
     def attach_engine(self, engine: Engine) -> None:
         self.engine = engine
@@ -240,7 +252,15 @@ class Services:
         db = self.settings.db
         return None if db == ":memory:" else db + ".revocations"
 
-    def _revocation_mark(self) -> tuple[int, int, int] | None:
+    #
+    # On a shared database (PostgreSQL) the nodes do not share that file: the revoking
+    # transaction also NOTIFYs every node (store.signal_revocation), whose listener calls
+    # on_signal, which changes the mark the same way. A signal lost while a node's
+    # listener reconnects leaves that node trusting the key for at most AUTH_CACHE_S.
+    def _revocation_mark(self) -> tuple[tuple[int, int, int] | None, int]:
+        return self._revocation_file_mark(), self._revocations
+
+    def _revocation_file_mark(self) -> tuple[int, int, int] | None:
         path = self._revocation_path()
         if path is None:
             return None
@@ -249,6 +269,14 @@ class Services:
         except OSError:
             return None
         return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def on_signal(self, kind: str, arg: str) -> None:
+        """Another node's signal (schedd/notify.py): a revoked key (any node's, or
+        `schedd keys revoke`'s) makes this node forget the keys it verified lately. The
+        revoked key's id is not needed: the cache is keyed by hash, and revocations are
+        rare."""
+        if kind == REVOKED:
+            self._revocations += 1
 
     def _signal_revocation(self) -> None:
         path = self._revocation_path()
@@ -314,21 +342,25 @@ class Services:
         return key_id, tenant_id
 
     # ------------------------------------------------------------------ console sessions
-    def ensure_console_secret(self, path: str | Path) -> bytes:
-        """The console's cookie-signing secret, kept beside the database with mode 0600;
-        created (32 random bytes, hex) on first start like the key file."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            text = ""
-        if len(text) < 32:
-            text = secrets.token_hex(32)
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-            os.chmod(p, 0o600)
-        return text.encode("ascii")
+    async def load_console_secret(self, legacy_path: str | Path) -> bytes:
+        """The console's cookie-signing secret, which every node of the database shares
+        (table shared_secrets): made at the first start with the console on, from the file
+        `legacy_path` (<db>.console-secret, where earlier versions kept it, so that
+        sessions signed in before the upgrade stay valid) when it holds one, else 32
+        random bytes (hex). Never logged."""
+        got = await self.db.read(self.store.shared_secret, CONSOLE_SECRET)
+        if got is None:
+            p = Path(legacy_path)
+            text = _read_secret_file(p)
+            carried = len(text) >= 32
+            if not carried:
+                text = secrets.token_hex(32)
+            got = await self.db.write(self.store.ensure_shared_secret, CONSOLE_SECRET, text,
+                                      self.clock.now_ms())
+            if carried and got == text:
+                log.info("the console's session secret was moved from %s into the database "
+                         "(shared by every node); the file is no longer read", p)
+        return got.encode("ascii")
 
     async def open_console_session(self, key: str, lifetime_ms: int) -> tuple[str, str]:
         """Sign in to the console with an API key: (session token, tenant id). The token is

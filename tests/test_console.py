@@ -4,9 +4,7 @@ show what the API shows. Browser tests in real Chromium: tests/test_console_brow
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
@@ -18,7 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from schedd.clock import FakeClock
 from schedd.config import Settings
-from schedd.console import routes
+from schedd.console import routes, session
 from schedd.daemon import build_app
 from tests.conftest import Api, schedule_body
 
@@ -481,23 +479,50 @@ async def test_the_console_is_not_in_the_openapi_document(api: Api) -> None:
     assert doc["paths"] and not [p for p in doc["paths"] if p.startswith("/ui")]
 
 
-def test_the_secret_is_kept_beside_the_database_and_survives_restarts(
+def _sign_in_sync(client: Any, key: str) -> dict[str, str]:
+    page = client.get("/ui/signin")
+    r = client.post("/ui/signin", data={"key": key, "csrf": CSRF.findall(page.text)[0]},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return dict(client.cookies)
+
+
+def test_the_secret_is_kept_in_the_database_and_survives_restarts(
         make_settings: Callable[..., Settings], clock: FakeClock) -> None:
     from litestar.testing import TestClient
 
     settings = make_settings()
-    path = Path(settings.db + ".console-secret")
-    cookies: dict[str, str] = {}
     with TestClient(app=build_app(settings, clock)) as client:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        key = Path(settings.db + ".key").read_text().strip()
-        page = client.get("/ui/signin")
-        client.post("/ui/signin", data={"key": key, "csrf": CSRF.findall(page.text)[0]},
-                    follow_redirects=False)
-        cookies = dict(client.cookies)
-        secret = path.read_bytes()
+        secret = client.app.state.services.console_secret
+        assert secret is not None and len(secret) == 64
+        cookies = _sign_in_sync(client, Path(settings.db + ".key").read_text().strip())
+    assert not Path(settings.db + ".console-secret").exists()  # no file any more
     with TestClient(app=build_app(settings, clock)) as client:
-        assert path.read_bytes() == secret
+        assert client.app.state.services.console_secret == secret
+        client.cookies.update(cookies)
+        assert client.get("/ui/schedules", follow_redirects=False).status_code == 200
+
+
+def test_an_earlier_versions_secret_file_is_carried_into_the_database(
+        make_settings: Callable[..., Settings], clock: FakeClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade: the file <db>.console-secret of an earlier version becomes the shared
+    secret, so a cookie it signed stays valid; the secret is never logged."""
+    from litestar.testing import TestClient
+
+    settings = make_settings()
+    legacy = Path(settings.db + ".console-secret")
+    old_secret = "ab" * 32
+    legacy.write_text(old_secret + "\n")
+    with caplog.at_level("INFO"), TestClient(app=build_app(settings, clock)) as client:
+        assert client.app.state.services.console_secret == old_secret.encode()
+        cookies = _sign_in_sync(client, Path(settings.db + ".key").read_text().strip())
+    token = cookies[session.SESSION_COOKIE].split(".")[0]
+    assert cookies[session.SESSION_COOKIE] == session.session_cookie(old_secret.encode(), token)
+    assert "moved from" in caplog.text and old_secret not in caplog.text
+    legacy.write_text("cd" * 32 + "\n")  # read once: the database holds it now
+    with TestClient(app=build_app(settings, clock)) as client:
+        assert client.app.state.services.console_secret == old_secret.encode()
         client.cookies.update(cookies)
         assert client.get("/ui/schedules", follow_redirects=False).status_code == 200
 

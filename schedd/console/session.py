@@ -1,5 +1,6 @@
-"""Signed cookies and CSRF tokens of the console: HMAC-SHA256 under the secret kept beside
-the database (`<db>.console-secret`). Pure functions; the session table is the services'.
+"""Signed cookies and CSRF tokens of the console: HMAC-SHA256 under the secret kept in
+the database (table `shared_secrets`, Services.load_console_secret). Pure functions; the
+session table is the services'.
 
 The session cookie is `<token>.<mac>`: the token is random (its hash is the server-side
 session id), the mac proves the daemon issued it, so a forged cookie is refused before any

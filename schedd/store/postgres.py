@@ -7,6 +7,7 @@ from psycopg import errors as pg_errors
 
 from schedd.db import Conn
 from schedd.models import Schedule
+from schedd.notify import CHANNEL, REVOKED, encode
 from schedd.store.sqlite import _S_SELECT, Store, _all, schedule_from_row
 
 
@@ -18,6 +19,11 @@ class PgStore(Store):
     # order of their ids so that two nodes locking overlapping sets cannot deadlock
     ROW_CLAIM = " FOR UPDATE SKIP LOCKED"
     RECORD_LOCK = " ORDER BY r.id FOR UPDATE OF r"
+
+    def signal_revocation(self, c: Conn, key_id: str) -> None:
+        """NOTIFY in the revoking transaction: delivered to every node's listener when (and
+        only if) it commits, whichever process revoked (a node, `schedd keys revoke`)."""
+        c.execute("SELECT pg_notify(?, ?)", (CHANNEL, encode("-", REVOKED, key_id)))
 
     def due_schedules(self, c: Conn, now_ms: int, limit: int) -> list[Schedule]:
         """The due schedules, locked for this transaction: another node's claim skips the

@@ -227,7 +227,14 @@ class Store:
             "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
             (now_ms, key_id),
         )
-        return cur.rowcount == 1
+        revoked: bool = cur.rowcount == 1
+        if revoked:
+            self.signal_revocation(c, key_id)
+        return revoked
+
+    def signal_revocation(self, c: Conn, key_id: str) -> None:
+        """Tell the other nodes of a shared database, when this transaction commits, that
+        the key was revoked (PostgreSQL: NOTIFY). One SQLite file has one node: nothing."""
 
     def key_exists(self, c: Conn, key_id: str) -> bool:
         return bool(_all(c, "SELECT 1 FROM api_keys WHERE id = ?", (key_id,)))
@@ -246,6 +253,22 @@ class Store:
         c.execute("UPDATE api_keys SET last_used_ms = ? WHERE id = ?", (now_ms, key_id))
 
     # ------------------------------------------------------------------ console sessions
+    def shared_secret(self, c: Conn, name: str) -> str | None:
+        rows = _all(c, "SELECT value FROM shared_secrets WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def ensure_shared_secret(self, c: Conn, name: str, value: str, now_ms: int) -> str:
+        """The secret `name`, stored as `value` unless a node stored one first."""
+        c.execute(
+            "INSERT INTO shared_secrets (name, value, created_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, value, now_ms),
+        )
+        got = self.shared_secret(c, name)
+        if got is None:
+            raise RuntimeError(f"the shared secret {name!r} was not stored")
+        return got
+
     def insert_console_session(self, c: Conn, token_hash: str, key_id: str, tenant_id: str,
                                now_ms: int, expires_ms: int) -> None:
         c.execute("DELETE FROM console_sessions WHERE expires_ms <= ?", (now_ms,))
