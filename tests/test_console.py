@@ -4,6 +4,7 @@ show what the API shows. Browser tests in real Chromium: tests/test_console_brow
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -600,3 +601,25 @@ def test_timing_in_words(stype: str, expr: str, tz: str, extra: dict[str, Any],
     from schedd.console.words import in_words
 
     assert in_words(stype, expr, tz, **extra) == words
+
+
+async def test_a_run_page_names_the_node_that_ran_it(api: Api) -> None:
+    """Not in /v1's run object (SPEC §3.5 lists its fields): the console shows which
+    `schedd serve` process ran a run (docs/operations.md "Running several nodes")."""
+    s = await make_schedule(api, action_type="noop", action_config={})
+    run = (await api.post(f"/v1/schedules/{s['id']}/trigger")).json()
+    for _ in range(200):  # the engine starts it on its own loop (bounded poll)
+        got = (await api.get(f"/v1/runs/{run['id']}")).json()
+        if got["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.02)
+    assert got["status"] == "succeeded" and "node_id" not in got
+    b = await signed_in(api)
+    page = (await b.get(f"/ui/runs/{run['id']}")).text
+    node_id = api.services.engine.node_id
+    assert 'id="run-node" title="the schedd serve process that ran it' in page
+    assert f">{node_id}</dd>" in page
+    # a worker's run was run by no node: no such row
+    w = await make_schedule(api, action_type="worker", action_config={"queue": "q1"})
+    queued = (await api.post(f"/v1/schedules/{w['id']}/trigger")).json()
+    assert 'id="run-node"' not in (await b.get(f"/ui/runs/{queued['id']}")).text

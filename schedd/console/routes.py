@@ -453,6 +453,7 @@ async def run_page(request: R, run_id: FromPath[str]) -> Template:
         out.resolved_payload, indent=2, default=str)[:4096]
     return _page(request, "run.html", ctx, r=out, chain=[run_out(c) for c in chain],
                  schedule_name=names[run.schedule_id], result=excerpt, payload=payload,
+                 node_id=run.node_id,
                  fields=msgspec.structs.asdict(out),
                  can_cancel=run.status in (RunStatus.pending, RunStatus.running),
                  can_retry=run.status in (RunStatus.failed, RunStatus.cancelled)
