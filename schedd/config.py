@@ -72,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         bool, _m("engine", "run the scheduler loop on its own thread and event loop, apart "
                  "from the HTTP API's")
     ] = False
+    api_yields_to_fires: Annotated[
+        bool, _m("engine", "while a burst of due runs fires, the HTTP server reads no new "
+                 "requests (at most 100 ms per burst, then at least 100 ms of reading)")
+    ] = True
     claim_batch_size: Annotated[
         int, _m("engine", "due schedules and runs taken in one write transaction, at most",
                 ge=1, le=10000)

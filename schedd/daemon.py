@@ -34,17 +34,24 @@ from schedd.metrics import Metrics
 from schedd.node_file import NodeFile
 from schedd.notify import LocalHub, Notifier
 from schedd.notify_pg import PgNotifier
+from schedd.read_gate import ReadGate
 from schedd.services import Services
 from schedd.store import Store, open_database, store_for
 from schedd.syncs import SyncService, load_catalog
 
 log = logging.getLogger("schedd")
 HTTP_DRAIN_SECONDS = 5
+#: With api_yields_to_fires: the HTTP server stops reading new requests this long before a
+#: planned due instant, so that the requests it is serving are done when the burst starts
+#: (read_gate.py; the pause's bound counts from here).
+BURST_LEAD_MS = 20
 
 
 @asynccontextmanager
-async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Services]:
-    """Open everything the daemon needs, start the engine, and close it all on exit."""
+async def running(settings: Settings, clock: Clock | None = None,
+                  gate: ReadGate | None = None) -> AsyncIterator[Services]:
+    """Open everything the daemon needs, start the engine, and close it all on exit.
+    `gate`: the HTTP server's read gate, paused by the engine's bursts (read_gate.py)."""
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_database(settings))
@@ -77,15 +84,29 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             db.fault_listeners[db.fault_listeners.index(engine._on_storage_fault)] = (
                 proxy.storage_fault)
             services.attach_engine(cast(Engine, proxy))
+            if gate is not None:
+                http_loop = asyncio.get_running_loop()
+
+                def on_burst(on: bool) -> None:  # from the engine's thread
+                    http_loop.call_soon_threadsafe(gate.burst, on)
+
+                engine.on_burst = on_burst
+                engine.burst_lead_ms = BURST_LEAD_MS
             await host.run(engine.start())
         else:
             engine = await _engine(stack, settings, store, clock, syncs)
             services.attach_engine(engine)
+            if gate is not None:
+                engine.on_burst = gate.burst
+                engine.burst_lead_ms = BURST_LEAD_MS
             await engine.start()
         if settings.database_url:
             # other nodes' revocations reach this node's auth cache (services.on_signal);
             # on SQLite nobody else signals (and the hub stays alone, so publishing is free)
             engine.notifier.subscribe(f"{engine.node_id}/auth", services.on_signal)
+        if gate is not None:
+            stack.callback(gate.close)
+            engine.metrics.registry.register(GateCollector(gate))
         services.metrics_hooks.append(syncs_metrics(syncs, engine.metrics))
         await syncs.repair_on_create()
         prune = asyncio.create_task(
@@ -136,6 +157,27 @@ async def _engine(stack: AsyncExitStack, settings: Settings, store: Store, clock
     return engine
 
 
+class GateCollector:
+    """The read gate's counters, at scrape time."""
+
+    def __init__(self, gate: ReadGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        g = self.gate
+        yield CounterMetricFamily(
+            "schedd_api_read_pauses", "Times the HTTP server stopped reading new requests "
+            "while a burst of due runs fired", value=g.pauses)
+        yield CounterMetricFamily(
+            "schedd_api_read_pauses_bounded", "Of those, pauses ended by their bound (the "
+            "burst went on)", value=g.bounded)
+        yield CounterMetricFamily(
+            "schedd_api_read_paused_seconds", "Time the HTTP server did not read new "
+            "requests, in all", value=g.paused_s)
+
+
 def syncs_metrics(syncs: SyncService, metrics: Metrics) -> Any:
     """The gauge of syncs past their freshness SLA, read at scrape time."""
     from prometheus_client import Gauge
@@ -165,12 +207,13 @@ def _watchdog_pinger(clock: Clock, interval: float) -> Any:
     return ping
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> Litestar:
+def build_app(settings: Settings, clock: Clock | None = None,
+              gate: ReadGate | None = None) -> Litestar:
     """The Litestar app whose lifespan runs the whole daemon (used by serve and by tests)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running(settings, clock) as services:
+        async with running(settings, clock, gate) as services:
             app.state.services = services
             app.state.syncs = services.syncs
             app.state.readiness = services.engine_readiness
@@ -185,7 +228,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> Litestar:
 
 
 async def serve(settings: Settings) -> int:
-    app = build_app(settings)
+    loop = asyncio.get_running_loop()
+    gate = ReadGate(set(), monotonic=loop.time, call_later=loop.call_later,
+                    enabled=settings.api_yields_to_fires)
+    app = build_app(settings, gate=gate)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, http="httptools", loop="none",
         lifespan="on", log_config=None, access_log=False, server_header=False,
@@ -194,6 +240,7 @@ async def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
     )
     server = _Server(config, app)
+    gate.connections = server.server_state.connections  # uvicorn's live set of protocols
     freeze_startup_objects()  # before the engine starts: no run's objects get frozen
     ready = asyncio.create_task(_notify_ready(server, settings))
     try:

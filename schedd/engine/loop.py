@@ -105,6 +105,16 @@ class Engine:
         self.ticks = 0
         # called after every healthy wake of the loop (the daemon pings systemd's watchdog)
         self.on_alive: Any = None
+        # a burst of due work: on_burst(True) when the loop wakes at an instant it planned
+        # for due work (burst_lead_ms before it, when set), on_burst(False) once what that
+        # instant claimed has all been started and its actions have ended (the daemon
+        # pauses reading new HTTP requests between the two, within bounds:
+        # schedd/read_gate.py). Changes and manual triggers are not bursts.
+        self.on_burst: Callable[[bool], None] | None = None
+        self.burst_lead_ms = 0
+        self._burst: set[str] | None = None  # the burst's runs in flight; None: no burst
+        self._burst_due = 0  # the due instant of the open burst
+        self._burst_claiming = False  # the burst's cycles have not all been run yet
         self.sleep_cap_s = settings.sleep_cap_seconds
         hook = getattr(runner, "set_wait_hook", None)
         if hook is not None:
@@ -154,6 +164,7 @@ class Engine:
         more, and answer open worker long polls with nothing. Outcomes are still recorded."""
         self._stopping = True
         self.leases.stopping = True
+        self._close_burst()
         self._wake.set()
         self.leases.notify()
 
@@ -277,12 +288,14 @@ class Engine:
             except StorageUnavailable as fault:
                 # the storage's, not ours: said once (see _storage_failed), tried again soon
                 # and often, since the cycle's work (claims, outcomes) waits for it
+                self._close_burst()
                 self._storage_failed(fault)
                 if self._closing:
                     return
                 await asyncio.sleep(min(FAULT_RETRY_CAP_S, 0.05 * 2**self._fault_cycles))
                 continue
             except Exception:
+                self._close_burst()
                 failures += 1
                 log.exception("scheduler tick failed (%d in a row)", failures)
                 if self._closing:
@@ -291,6 +304,9 @@ class Engine:
                 continue
             if self.on_alive is not None:
                 self.on_alive()
+            if self._burst_claiming and not fx.more and now >= self._burst_due:
+                self._burst_claiming = False  # everything the burst claimed was started
+                self._end_burst_if_done()
             if self._closing and not self._done:
                 return
             if fx.more or self._done:
@@ -311,8 +327,46 @@ class Engine:
             if not self.exclusive:
                 # a shared database: other nodes' leases to check
                 self._planned_ms = min(self._planned_ms, self._lease_due_ms)
+            due = nxt if (nxt is not None and nxt == fx.next_wake_ms == self._planned_ms
+                          and not self._stopping) else None
+            if (due is not None and self.burst_lead_ms > 0 and self._burst_due != due
+                    and self.clock.now_ms() < due - self.burst_lead_ms):
+                # the burst starts a little before its due instant, so that what the API
+                # is doing then is over by the due instant (see on_burst)
+                await self.clock.sleep_until(due - self.burst_lead_ms, self._wake, cap)
+                if self._wake.is_set() or self.clock.now_ms() < due - self.burst_lead_ms:
+                    self._planned_ms = None
+                    continue  # a change (or the cap) first, as without the lead
+                self._open_burst(due)
             await self.clock.sleep_until(self._planned_ms, self._wake, cap)
+            if due is not None and self._burst_due != due and self.clock.now_ms() >= due:
+                self._open_burst(due)  # woken by the timer of a due instant, not a change
             self._planned_ms = None
+
+    # ------------------------------------------------------------------ bursts
+    def _open_burst(self, due_ms: int) -> None:
+        """The loop woke for due work at due_ms (or burst_lead_ms before it): a burst
+        starts (one still open, e.g. an action that hangs, is over: each due instant has a
+        burst of its own)."""
+        self._close_burst()
+        self._burst = set()
+        self._burst_due = due_ms
+        self._burst_claiming = True
+        if self.on_burst is not None:
+            self.on_burst(True)
+
+    def _end_burst_if_done(self) -> None:
+        if self._burst is not None and not self._burst and not self._burst_claiming:
+            self._close_burst()
+
+    def _close_burst(self) -> None:
+        if self._burst is None:
+            return
+        self._burst = None
+        self._burst_due = 0
+        self._burst_claiming = False
+        if self.on_burst is not None:
+            self.on_burst(False)
 
     # ------------------------------------------------------------------ storage faults
     def _on_storage_fault(self, fault: StorageUnavailable) -> None:
@@ -477,6 +531,8 @@ class Engine:
         log_run(run)
         task = asyncio.create_task(self._execute(run, prepared), name=f"run-{run.id}")
         self.inflight[run.id] = task
+        if self._burst is not None and self._burst_claiming:
+            self._burst.add(run.id)
         if run.node_lease_until_ms is not None:
             self._leases[run.id] = run.node_lease_until_ms
         if run.action_type is ActionType.backend:
@@ -504,6 +560,9 @@ class Engine:
             self._released.discard(run.id)
             self._cancelled.discard(run.id)
             self._resumable.discard(run.id)
+            if self._burst is not None:
+                self._burst.discard(run.id)
+                self._end_burst_if_done()
             if outcome is not None:
                 self._done.append((run, outcome, self.clock.now_ms()))
                 self._wake.set()  # the loop records it in its next cycle

@@ -1,0 +1,158 @@
+"""While a burst of due runs fires, the HTTP server reads no new requests (within bounds).
+
+Why (issue 12 §4, bench/RESULTS.md §S6 and §S7): the API and the scheduler share one event
+loop, and every turn of it also runs every HTTP request that arrived meanwhile. A burst of
+due runs needs many turns (the claim's answer from the writer thread, starting the
+actions, rounds of webhook answers, recording), so under a busy API each turn, and the
+burst, gets longer and fires arrive late. The engine says when a burst starts and ends
+(`Engine.on_burst`); this gate then stops reading from the HTTP connections
+(`transport.pause_reading()`), so the loop's turns go to the burst. Requests already read
+finish normally; the clients' next requests wait in the kernel's socket buffers and are
+read when the burst is over.
+
+Bounds, so that the scheduler can never starve the API:
+- one pause per burst, at most `max_pause_s` long (then reading resumes, even if the burst
+  goes on: an action that hangs, a backlog of thousands of due runs);
+- after a pause, at least `min_read_s` of reading before the next one starts (a burst that
+  starts sooner pauses once that time has passed, if it is still going on).
+So the API reads at least min_read_s / (max_pause_s + min_read_s) of the time whatever the
+engine does, and a request waits at most max_pause_s longer than it would have.
+
+What it touches, and what it leaves alone: only connections that were reading when the
+pause began (the server's own flow control, `protocol.flow.read_paused`, may have paused
+one itself: that one is left as it is), and on resume only the transports this gate
+paused, still open, that the server does not itself want paused meanwhile. A connection
+opened during a pause is read normally (it was not in the set when the pause began). The
+listening socket keeps accepting.
+
+It knows nothing of uvicorn but this shape: `connections` is a live collection of protocol
+objects, each with a `transport` (pause_reading / resume_reading / is_reading /
+is_closing) and, optionally, a `flow` with `read_paused` (uvicorn's
+`server.server_state.connections`). The engine knows nothing of the gate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+log = logging.getLogger("schedd")
+
+#: The longest pause of reading per burst. A burst of 200 due webhooks takes ~30 ms on a
+#: quiet 2-core box with nothing else running (W3's p99 alone), so a burst that is paused
+#: is normally over well within this; a longer one (a backlog, a hanging action) gets this
+#: much and then shares the loop with the API as before.
+MAX_PAUSE_S = 0.1
+#: The least reading between two pauses.
+MIN_READ_S = 0.1
+
+
+class _Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class ReadGate:
+    """`burst(True)` / `burst(False)`, from the engine (on the loop that serves HTTP)."""
+
+    def __init__(self, connections: Collection[Any], *, monotonic: Callable[[], float],
+                 call_later: Callable[[float, Callable[[], None]], _Timer],
+                 max_pause_s: float = MAX_PAUSE_S, min_read_s: float = MIN_READ_S,
+                 enabled: bool = True) -> None:
+        self.connections = connections
+        self.monotonic = monotonic
+        self.call_later = call_later
+        self.max_pause_s = max_pause_s
+        self.min_read_s = min_read_s
+        self.enabled = enabled
+        self._paused: list[Any] = []  # the transports this gate paused
+        self._pausing = False
+        self._paused_at = 0.0
+        self._resumed_at: float | None = None
+        self._timer: _Timer | None = None
+        # a burst is going on that has not had its pause yet
+        self._owed = False
+        # counters (read by the metrics collector): pauses begun, pauses ended by the bound,
+        # seconds paused in all
+        self.pauses = 0
+        self.bounded = 0
+        self.paused_s = 0.0
+
+    @property
+    def paused(self) -> bool:
+        return self._pausing
+
+    def burst(self, on: bool) -> None:
+        if not self.enabled:
+            return
+        if on:
+            if self._pausing:
+                return  # a new burst within a pause: the same pause (its bound holds)
+            self._owed = True
+            self._try_pause()
+        else:
+            self._owed = False
+            if self._pausing:
+                self._resume()
+            elif self._timer is not None:  # a deferred pause no longer needed
+                self._timer.cancel()
+                self._timer = None
+
+    def _try_pause(self) -> None:
+        now = self.monotonic()
+        if self._resumed_at is not None and now < self._resumed_at + self.min_read_s:
+            if self._timer is None:
+                self._timer = self.call_later(self._resumed_at + self.min_read_s - now,
+                                              self._deferred)
+            return
+        self._owed = False
+        self._pausing = True
+        self._paused_at = now
+        self.pauses += 1
+        paused = self._paused
+        for proto in list(self.connections):
+            t = getattr(proto, "transport", None)
+            flow = getattr(proto, "flow", None)
+            if t is None or t.is_closing() or (flow is not None and flow.read_paused):
+                continue
+            if t.is_reading():
+                t.pause_reading()
+                paused.append((proto, t))
+        self._timer = self.call_later(self.max_pause_s, self._bound)
+
+    def _deferred(self) -> None:
+        self._timer = None
+        if self._owed and not self._pausing:
+            self._try_pause()
+
+    def _bound(self) -> None:
+        self._timer = None
+        if self._pausing:
+            self.bounded += 1
+            self._resume()
+
+    def _resume(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = self.monotonic()
+        self._pausing = False
+        self._resumed_at = now
+        self.paused_s += now - self._paused_at
+        paused, self._paused = self._paused, []
+        for proto, t in paused:
+            flow = getattr(proto, "flow", None)
+            if t.is_closing() or (flow is not None and flow.read_paused):
+                continue  # closed meanwhile, or the server wants it paused itself
+            if not t.is_reading():
+                t.resume_reading()
+
+    def close(self) -> None:
+        """Read again, and pause no more (shutdown)."""
+        self.enabled = False
+        self._owed = False
+        if self._pausing:
+            self._resume()
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
