@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = False
     api_yields_to_fires: Annotated[
         bool, _m("engine", "while a burst of due runs fires, the HTTP server reads no new "
-                 "requests (at most 100 ms per burst, then at least 100 ms of reading)")
+                 "requests (at most 150 ms per burst, then at least 100 ms of reading)")
     ] = True
     claim_batch_size: Annotated[
         int, _m("engine", "due schedules and runs taken in one write transaction, at most",

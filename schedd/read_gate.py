@@ -39,12 +39,16 @@ from typing import Any, Protocol
 
 log = logging.getLogger("schedd")
 
-#: The longest pause of reading per burst. A burst of 200 due webhooks takes ~30 ms on a
-#: quiet 2-core box with nothing else running (W3's p99 alone), so a burst that is paused
-#: is normally over well within this; a longer one (a backlog, a hanging action) gets this
-#: much and then shares the loop with the API as before.
-MAX_PAUSE_S = 0.1
-#: The least reading between two pauses.
+#: The longest pause of reading per burst (counted from its start, which the daemon sets
+#: 20 ms before the due instant). A burst of 200 due webhooks takes ~30 ms on a quiet
+#: 2-core box (W3's p99 alone), so a paused burst is normally over well within this. On a
+#: box loaded by other work, paused bursts took 90 ms on average (bench/RESULTS.md §S7)
+#: and a bound of 100 ms cut a third of them short. A longer burst (a backlog, an action
+#: that hangs) gets this much and then shares the loop with the API as before. So an API
+#: request waits at most this much longer than without the gate.
+MAX_PAUSE_S = 0.15
+#: The least reading between two pauses: whatever the engine does (bursts back to back),
+#: the API reads at least MIN_READ_S / (MAX_PAUSE_S + MIN_READ_S) = 40 % of the time.
 MIN_READ_S = 0.1
 
 
