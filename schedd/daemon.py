@@ -84,7 +84,7 @@ async def running(settings: Settings, clock: Clock | None = None,
             db.fault_listeners[db.fault_listeners.index(engine._on_storage_fault)] = (
                 proxy.storage_fault)
             services.attach_engine(cast(Engine, proxy))
-            if gate is not None:
+            if gate is not None and gate.enabled:
                 http_loop = asyncio.get_running_loop()
 
                 def on_burst(on: bool) -> None:  # from the engine's thread
@@ -96,7 +96,7 @@ async def running(settings: Settings, clock: Clock | None = None,
         else:
             engine = await _engine(stack, settings, store, clock, syncs)
             services.attach_engine(engine)
-            if gate is not None:
+            if gate is not None and gate.enabled:
                 engine.on_burst = gate.burst
                 engine.burst_lead_ms = BURST_LEAD_MS
             await engine.start()
