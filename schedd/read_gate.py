@@ -113,7 +113,7 @@ class ReadGate:
         self._pausing = True
         self._paused_at = now
         self.pauses += 1
-        paused = self._paused
+        paused = []
         for proto in list(self.connections):
             t = getattr(proto, "transport", None)
             flow = getattr(proto, "flow", None)
@@ -122,6 +122,13 @@ class ReadGate:
             if t.is_reading():
                 t.pause_reading()
                 paused.append((proto, t))
+        self._paused = paused
+        if not self._pausing:
+            # ended meanwhile (SIGTERM's handler stops the engine's claiming, and so its
+            # burst, between two bytecodes of this loop): read again at once
+            self._resume_all(paused)
+            self._paused = []
+            return
         self._timer = self.call_later(self.max_pause_s, self._bound)
 
     def _deferred(self) -> None:
@@ -144,6 +151,10 @@ class ReadGate:
         self._resumed_at = now
         self.paused_s += now - self._paused_at
         paused, self._paused = self._paused, []
+        self._resume_all(paused)
+
+    @staticmethod
+    def _resume_all(paused: list[Any]) -> None:
         for proto, t in paused:
             flow = getattr(proto, "flow", None)
             if t.is_closing() or (flow is not None and flow.read_paused):

@@ -218,6 +218,24 @@ def test_a_burst_soon_after_a_pause_waits_for_the_reading_time() -> None:
     assert reading(conns) == [True] and gate.pauses == 2
 
 
+def test_a_burst_ended_while_its_pause_begins_leaves_nothing_paused() -> None:
+    """SIGTERM's handler ends the burst (Engine.stop_claiming) between two bytecodes of
+    the pause: whatever was paused is read again, and the bound finds nothing to do."""
+    gate, conns, timers = gate_with(3)
+    first = sorted(conns, key=id)[0]
+    original = first.transport.pause_reading
+
+    def pause_and_signal() -> None:
+        original()
+        gate.burst(False)  # the signal handler, in the middle of the loop
+
+    first.transport.pause_reading = pause_and_signal  # type: ignore[method-assign]
+    gate.burst(True)
+    assert reading(conns) == [True] * 3 and not gate.paused
+    timers.advance(1.0)
+    assert reading(conns) == [True] * 3 and gate.bounded == 0
+
+
 def test_off_and_closed_gates_pause_nothing() -> None:
     gate, conns, _timers = gate_with(2, enabled=False)
     gate.burst(True)
