@@ -281,6 +281,10 @@ async def test_the_engine_signals_a_burst_from_its_due_wake_to_its_last_outcome(
         await until(lambda: len(k.runner.calls) == 7)
         await until(lambda: len(k.engine.inflight) == 1)
         assert calls == [(True, 1, 0)]
+        # the loop asleep until the next due instant (the outcomes recorded first: a due
+        # instant that passes while a cycle runs is claimed by that cycle, with no wake)
+        await until(lambda: k.clock.sleeps[-1] == due + 10_000 and not k.engine._done
+                    and k.engine._idle.is_set())
         k.clock.set(due + 10_000)  # the next due instant: a burst of its own
         await until(lambda: len(k.runner.calls) == 13)
         assert [c[0] for c in calls] == [True, False, True]
