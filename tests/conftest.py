@@ -10,6 +10,7 @@ from typing import Any
 import db_backend
 import pg_kit
 import pytest
+from daemon_kit import sink  # noqa: F401 (a fixture: every module's webhook receiver)
 from litestar.testing import AsyncTestClient
 
 from schedd.clock import FakeClock

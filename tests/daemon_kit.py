@@ -25,11 +25,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import db_backend
 import httpx
+import pytest
+from sink import Sink
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
@@ -55,6 +58,26 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
+
+
+async def poll(fetch: Any, predicate: Any, timeout: float, what: str) -> Any:
+    """Call `await fetch()` until predicate(value) holds (bounded); the value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s; last: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    """A local webhook receiver (tests/sink.py), closed after the test. Every test module
+    has it (tests/conftest.py imports it)."""
+    async with Sink() as s:
+        yield s
 
 
 def free_port() -> int:

@@ -66,12 +66,6 @@ def command(argv: list[str], **fields: Any) -> dict[str, Any]:
     return validate_action_config("command", {"argv": argv, **fields}, allow_commands=True)
 
 
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as s:
-        yield s
-
-
 @pytest.fixture(params=["lean", "aiohttp"])
 async def runner(request: pytest.FixtureRequest) -> AsyncIterator[ActionRunner]:
     """Every webhook test runs through both clients: plain-http urls take the lean one

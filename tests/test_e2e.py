@@ -26,10 +26,10 @@ import pytest
 import schedd
 
 try:
-    from tests.daemon_kit import Daemon
+    from tests.daemon_kit import Daemon, poll
     from tests.sink import Sink, SinkRequest
 except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from daemon_kit import Daemon
+    from daemon_kit import Daemon, poll
     from sink import Sink, SinkRequest
 
 # on SQLite and on PostgreSQL (tests/db_backend.py)
@@ -86,24 +86,6 @@ def verify_signature(secret: str, req: SinkRequest) -> None:
     digest = hmac.new(key, f"{msg_id}.{ts}.".encode() + req.body, hashlib.sha256).digest()
     expected = "v1," + base64.b64encode(digest).decode()
     assert expected in req.headers["webhook-signature"].split(" ")
-
-
-async def poll(fetch: Any, predicate: Any, timeout: float, what: str) -> Any:
-    """Call `await fetch()` until predicate(value) holds (bounded); the value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if predicate(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s; last: {value!r}")
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as s:
-        yield s
 
 
 @pytest.fixture

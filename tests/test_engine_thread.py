@@ -32,12 +32,6 @@ __all__ = [
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as s:
-        yield s
-
-
-@pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     """The daemon of the imported tests, with the engine on its own thread."""
     async with Daemon(tmp_path / "daemon", env=THREAD) as d:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 
 try:
-    from tests.daemon_kit import Daemon
+    from tests.daemon_kit import Daemon, poll
     from tests.sink import Sink
 except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from daemon_kit import Daemon
+    from daemon_kit import Daemon, poll
     from sink import Sink
 
 # on SQLite and on PostgreSQL (tests/db_backend.py)
@@ -94,17 +94,6 @@ def chattr(flag: str, *paths: Path) -> None:
         unavailable(f"chattr {flag} failed: {r.stderr.strip() or r.returncode}")
 
 
-async def poll(fetch: Any, predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if predicate(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s; last: {value!r}")
-        await asyncio.sleep(0.05)
-
-
 async def readyz(d: Daemon) -> tuple[int, dict[str, Any]]:
     r = await d.client.get("/readyz")
     return r.status_code, r.json()
@@ -147,12 +136,6 @@ def assert_sink_once(sink: Sink, runs: list[dict[str, Any]], path: str) -> None:
     assert set(keys.values()) <= {1}, f"a webhook was sent twice: {keys.most_common(3)}"
     started = {r["id"] for r in runs if r["started_at"] is not None}
     assert set(keys) == started
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as s:
-        yield s
 
 
 def every_second(sink: Sink, path: str, **extra: Any) -> dict[str, Any]:

@@ -10,24 +10,16 @@ import asyncio
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from daemon_kit import Daemon
+from daemon_kit import Daemon, poll
 from sink import Sink
-from test_e2e import _check_accounting, poll, webhook_schedule
+from test_e2e import _check_accounting, webhook_schedule
 
 NODES = 3
 SCHEDULES = 100
 LEASE_S = 3  # short, so that a dead node's runs are retried within seconds
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as s:
-        yield s
 
 
 async def _active(d: Daemon) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_kit import Daemon
+from daemon_kit import Daemon, poll
 
 # on SQLite and on PostgreSQL (tests/db_backend.py)
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url")]
@@ -55,17 +55,6 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-
-
-async def poll(fetch: Any, pred: Any, timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if pred(value):
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout} s; last {value}")
-        await asyncio.sleep(0.05)
 
 
 async def create_sync(d: Daemon, **body: Any) -> dict[str, Any]:

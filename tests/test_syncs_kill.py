@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_kit import Daemon
+from daemon_kit import Daemon, poll
 from sink import Sink, SinkRequest
 
 pytestmark = pytest.mark.e2e
@@ -30,23 +28,6 @@ FINISHED = {"succeeded", "failed", "cancelled", "skipped"}
 
 def ms(ts: str) -> int:
     return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-async def poll(fetch: Any, pred: Any, timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if pred(value):
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout} s; last: {value!r}")
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as s:
-        yield s
 
 
 def _account(sync_id: str, created_ms: int, runs: list[dict[str, Any]],

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_kit import Daemon, free_port
+from daemon_kit import Daemon, free_port, poll
 
 # on SQLite and on PostgreSQL (tests/db_backend.py)
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("database_url"),
@@ -168,17 +168,6 @@ async def prefect(prefect_api: str) -> AsyncIterator[Prefect]:
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     async with Daemon(tmp_path / "d") as d:
         yield d
-
-
-async def poll(fetch: Any, pred: Any, timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if pred(value):
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout} s; last {value}")
-        await asyncio.sleep(0.05)
 
 
 async def prefect_sync(d: Daemon, api: str, deployment_id: str, **cfg: Any) -> dict[str, Any]:
