@@ -46,8 +46,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -59,14 +57,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kit import HOST, ServeProcess, SinkProcess, pct
+
 HERE = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 YEAR_S = 365 * 86400
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
 def iso(ts: float) -> str:
@@ -152,51 +146,10 @@ def tree_spec(tree: str | None) -> tuple[str, dict[str, str]]:
     return path or str(HERE.parent), env
 
 
-class Daemon:
-    def __init__(self, tree: str | None, workdir: Path) -> None:
-        self.db = str(workdir / "schedd.db")
-        with socket.socket() as probe:  # a free port (a random one collided once)
-            probe.bind((HOST, 0))
-            self.port = probe.getsockname()[1]
-        path, settings = tree_spec(tree)
-        # the tree's schedd first on the path; run from the work directory, since `-m`
-        # would put the current directory (maybe another tree) before it
-        env = {**os.environ, "SCHEDD_LOG_LEVEL": "warning", **settings,
-               "PYTHONPATH": str(Path(path).resolve())}
-        self.log = open(workdir / "daemon.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "schedd", "serve", "--db", self.db, "--host", HOST,
-             "--port", str(self.port)], env=env, cwd=workdir, stdout=self.log,
-            stderr=subprocess.STDOUT)
-        self.base = f"http://{HOST}:{self.port}"
-
-    async def ready(self, http: Any) -> str:
-        for _ in range(600):  # bounded: 30 s
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the daemon exited ({self.proc.returncode}); see {self.log.name}")
-            try:
-                status, _ = await http.request("GET", HOST, self.port, "/readyz", {}, b"",
-                                               timeout=1.0, excerpt=64)
-                if status == 200:
-                    return Path(self.db + ".key").read_text().strip()
-            except OSError:
-                pass
-            await asyncio.sleep(0.05)
-        raise SystemExit("the daemon was not ready within 30 s")
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_daemon(tree: str | None, workdir: Path) -> ServeProcess:
+    """`python -m schedd serve` of a tree (tree_spec) on a fresh database in workdir."""
+    path, settings = tree_spec(tree)
+    return ServeProcess(workdir, tree=path, env=settings)
 
 
 def run_client(base: str, key: str, mix: str, conns: int, seconds: float,
@@ -237,13 +190,11 @@ async def creates_ab(a: argparse.Namespace) -> None:
 
 
 async def creates_main(a: argparse.Namespace) -> dict[str, Any]:
-    from schedd.webhook_http import LeanHttp
-
     with tempfile.TemporaryDirectory(prefix="schedd-api-load-") as tmp:
-        d = Daemon(a.tree, Path(tmp))
+        d = start_daemon(a.tree, Path(tmp))
         try:
-            async with LeanHttp() as http:
-                key = await d.ready(http)
+            await d.ready(30)
+            key = d.key()
             check = str(Path(tmp) / "created.txt")
             cpu0 = d.cpu_s()
             r = await asyncio.to_thread(run_client, d.base, key, "create", a.conns, a.seconds,
@@ -271,31 +222,10 @@ async def creates_main(a: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ W3 with and without load
-class Sink:
-    """bench/peers/sink.py (the harness's sink: a raw asyncio protocol) in its own process,
-    so that the webhooks' receiver takes nothing from this process or the daemon's."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.out = workdir / "sink.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "peers" / "sink.py"), "--host", HOST, "--port", "0",
-             "--out", str(self.out)], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("SINK_READY "):
-            raise SystemExit(f"the sink did not start: {line!r}")
-        self.port = int(line.split()[1])
-
-    def stop(self) -> list[tuple[float, str, float]]:
-        """(arrival ms, job, due ms) of every request received."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        got = []
-        for line in self.out.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("due") is not None:
-                got.append((r["arrival"] * 1000, str(r["job"]), r["due"] * 1000))
-        return got
+def fires(records: list[dict[str, Any]]) -> list[tuple[float, str, float]]:
+    """(arrival ms, job, due ms) of every request the sink received."""
+    return [(r["arrival"] * 1000, str(r["job"]), r["due"] * 1000) for r in records
+            if r.get("due") is not None]
 
 
 async def w3_ab(a: argparse.Namespace) -> None:
@@ -329,12 +259,13 @@ async def w3_main(a: argparse.Namespace) -> dict[str, Any]:
 
     arrivals: list[tuple[float, str, float]] = []
     with tempfile.TemporaryDirectory(prefix="schedd-w3-load-") as tmp:
-        sink = Sink(Path(tmp))
+        sink = SinkProcess(Path(tmp))
         sink_port = sink.port
-        d = Daemon(a.tree, Path(tmp))
+        d = start_daemon(a.tree, Path(tmp))
         try:
+            await d.ready(30)
+            key = d.key()
             async with LeanHttp(max_connections=32) as http:
-                key = await d.ready(http)
                 hdr = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
                 start = int(time.time()) + 3
                 for i in range(a.schedules):
@@ -379,7 +310,7 @@ async def w3_main(a: argparse.Namespace) -> dict[str, Any]:
                     gate[name.removeprefix("schedd_api_read_")] = round(float(value), 3)
         finally:
             d.stop()
-            arrivals = sink.stop()
+            arrivals = fires(sink.stop())
 
     def window(t0: int) -> dict[str, Any]:
         """Every occurrence t0 <= t < t0 + seconds of every W3 schedule: once each."""

@@ -27,7 +27,6 @@ import cProfile
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ import uvloop
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from kit import SinkProcess, children  # noqa: E402
 
 from schedd.actions import ActionRunner  # noqa: E402
 from schedd.clock import SystemClock  # noqa: E402
@@ -65,20 +66,6 @@ def thread_cpu_s(native_id: int | None) -> float:
         return float("nan")
 
 
-def start_sink(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
-    ready = Path(tmp) / "sink.port"
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, str(HERE / "peers" / "sink.py"), "--port", "0",
-         "--out", str(Path(tmp) / "sink.jsonl"), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        if ready.exists() and ready.read_text().strip():
-            return proc, int(ready.read_text().strip())
-        time.sleep(0.025)
-    proc.kill()
-    raise RuntimeError("the sink did not start")
-
-
 def server_cpu_s(pg: Any) -> float:
     """User+system CPU seconds of the PostgreSQL server's processes so far (live ones)."""
     if pg is None:
@@ -86,20 +73,13 @@ def server_cpu_s(pg: Any) -> float:
     pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *children(pid)]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 async def one(n: int, action: str, port: int, tmp: str, profile: str | None,
@@ -204,12 +184,13 @@ def main() -> int:
         pg = PgServer({"fsync": "on", "full_page_writes": "on", "synchronous_commit": "off"})
         pg.start()
         pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
-        for p in [pid, *_children(pid)]:  # beside the sink, away from schedd's core
+        for p in [pid, *children(pid)]:  # beside the sink, away from schedd's core
             os.sched_setaffinity(p, {0})
     os.sched_setaffinity(0, {1})
     backends = [("sqlite", None)] + ([("postgres", pg)] if pg is not None else [])
     with tempfile.TemporaryDirectory() as tmp:
-        sink, port = start_sink(tmp)
+        sink = SinkProcess(Path(tmp), cpus="0")  # beside the server, away from schedd's core
+        port = sink.port
         try:
             print(f"{'rep':>3} {'backend':>8} {'drain s':>8} {'fires/s':>8} {'CPU µs/fire':>12}"
                   f" {'cycles':>7} {'failed':>6} {'writer µs/fire':>14}"
@@ -232,8 +213,7 @@ def main() -> int:
                           f" {'':>6} {med['writer_us_per_fire']:>14.1f}"
                           f" {med['server_us_per_fire']:>18.1f}", flush=True)
         finally:
-            sink.terminate()
-            sink.wait(10)
+            sink.stop()
             if pg is not None:
                 pg.stop()
     return 0

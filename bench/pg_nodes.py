@@ -44,11 +44,9 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,37 +55,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+from kit import HOST, ServeProcess, SinkProcess, children, pct, proc_cpu_s  # noqa: E402
 
 
 def iso(ts: float) -> str:
     ms = round(ts * 1000)
     s, frac = divmod(ms, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:03d}Z"
-
-
-def proc_cpu_s(pid: int, children_done: bool = False) -> float:
-    """User+system CPU seconds of a live process (with its reaped children's if asked)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if children_done else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def loadavg() -> str:
@@ -120,94 +97,26 @@ class Postgres:
         self.server.stop()
 
 
-class Sink:
-    """bench/peers/sink.py in its own process: (arrival s, path, job, due s) per request."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.out = workdir / "sink.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "peers" / "sink.py"), "--host", HOST, "--port", "0",
-             "--out", str(self.out)], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("SINK_READY "):
-            self.proc.kill()
-            raise SystemExit(f"the sink did not start: {line!r}")
-        self.port = int(line.split()[1])
-        self.url = f"http://{HOST}:{self.port}"
-
-    def stop(self) -> list[dict[str, Any]]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.out.exists():
-            return []
-        return [json.loads(x) for x in self.out.read_text().splitlines() if x]
-
-
-class Node:
-    """One `python -m schedd serve` process of this tree."""
+class Node(ServeProcess):
+    """One `python -m schedd serve` process of this tree in `<workdir>/<name>`; none of
+    this process's SCHEDD_* variables reach it."""
 
     def __init__(self, workdir: Path, name: str, url: str = "", lease: float = 0.0) -> None:
-        self.dir = workdir / name
-        self.dir.mkdir()
-        self.db = str(self.dir / "schedd.db")
-        self.port = random.randint(20000, 40000)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDD_")}
-        env |= {"SCHEDD_LOG_LEVEL": "warning", "PYTHONPATH": str(HERE.parent)}
+        env = {}
         if url:
             env["SCHEDD_DATABASE_URL"] = url
         if lease:
             env["SCHEDD_NODE_LEASE_SECONDS"] = str(lease)
-        self.log = open(self.dir / "daemon.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "schedd", "serve", "--db", self.db, "--host", HOST,
-             "--port", str(self.port)], env=env, cwd=self.dir, stdout=self.log,
-            stderr=subprocess.STDOUT)
+        super().__init__(workdir / name, env=env, inherit_schedd=False)
         self.node_id = ""
 
-    async def ready(self, http: Any) -> None:
-        for _ in range(1200):  # bounded: 60 s
-            if self.proc.poll() is not None:
-                raise SystemExit(f"a node exited ({self.proc.returncode}); see "
-                                 f"{self.log.name}:\n{Path(self.log.name).read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                status, body = await http.request("GET", HOST, self.port, "/readyz", {}, b"",
-                                                  timeout=1.0, excerpt=1 << 14)
-                if status == 200:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        self.node_id = json.loads(body)["scheduler"]["node_id"]
-                    return
-            await asyncio.sleep(0.05)
-        raise SystemExit("a node was not ready within 60 s")
-
-    def key(self) -> str:
-        return Path(self.db + ".key").read_text().strip()
-
-    def cpu_s(self) -> float:
-        return proc_cpu_s(self.proc.pid)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def errors(self) -> list[str]:
-        text = Path(self.log.name).read_text(errors="replace")
-        return [x for x in text.splitlines() if " ERROR " in x or "Traceback" in x]
+    async def ready(self, timeout_s: float = 60.0, key_file: bool = False) -> dict[str, Any]:
+        """Ready, its node id read; a node that joins a PostgreSQL database writes no key
+        file (the first node did)."""
+        body = await super().ready(timeout_s, key_file)
+        with contextlib.suppress(KeyError, TypeError):
+            self.node_id = body["scheduler"]["node_id"]
+        return body
 
 
 def schedule_body(name: str, hook: str, retries: int, **timing: str) -> bytes:
@@ -288,13 +197,13 @@ async def w2_run(backend: str, pg: Postgres | None, n: int, lead: float) -> dict
     from schedd.webhook_http import LeanHttp
 
     with tempfile.TemporaryDirectory(prefix="schedd-pgn-") as tmp:
-        sink = Sink(Path(tmp))
+        sink = SinkProcess(Path(tmp))
         url = pg.database() if pg else ""
         node = Node(Path(tmp), "n1", url)
         records: list[dict[str, Any]] = []
         try:
             async with LeanHttp(max_connections=32) as http:
-                await node.ready(http)
+                await node.ready()
                 t_create = time.time()
                 T = float(int(t_create + lead) + 1)
                 await create_all(http, [node], node.key(), [
@@ -337,16 +246,16 @@ async def w3_run(backend: str, pg: Postgres | None, nodes_n: int, schedules: int
     from schedd.webhook_http import LeanHttp
 
     with tempfile.TemporaryDirectory(prefix="schedd-pgn-") as tmp:
-        sink = Sink(Path(tmp))
+        sink = SinkProcess(Path(tmp))
         url = pg.database() if pg else ""
         nodes: list[Node] = []
         try:
             async with LeanHttp(max_connections=32) as http:
                 nodes.append(Node(Path(tmp), "n1", url))
-                await nodes[0].ready(http)  # the first start migrates and writes the key
+                await nodes[0].ready()  # the first start migrates and writes the key
                 nodes += [Node(Path(tmp), f"n{i + 1}", url) for i in range(1, nodes_n)]
                 for nd in nodes[1:]:
-                    await nd.ready(http)
+                    await nd.ready()
                 key = nodes[0].key()
                 start = float(int(time.time()) + max(3, schedules // 200 + 2))
                 await create_all(http, nodes, key, [
@@ -445,17 +354,17 @@ async def failover_run(a: argparse.Namespace, pg: Postgres) -> dict[str, Any]:
 
     seconds = int(a.kill_after + a.lease + 8)
     with tempfile.TemporaryDirectory(prefix="schedd-pgn-") as tmp:
-        sink = Sink(Path(tmp))
+        sink = SinkProcess(Path(tmp))
         url = pg.database()
         nodes: list[Node] = []
         victim: Node | None = None
         try:
             async with LeanHttp(max_connections=32) as http:
                 nodes.append(Node(Path(tmp), "n1", url, a.lease))
-                await nodes[0].ready(http)
+                await nodes[0].ready()
                 nodes += [Node(Path(tmp), f"n{i + 1}", url, a.lease) for i in range(1, 3)]
                 for nd in nodes[1:]:
-                    await nd.ready(http)
+                    await nd.ready()
                 key = nodes[0].key()
                 start = float(int(time.time()) + max(3, a.w3_nodes // 200 + 2))
                 bodies = [schedule_body(f"w3-{i}", sink.url + "/hook", 3,

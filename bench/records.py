@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +42,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from burst import one as one_shots  # noqa: E402
-from burst import start_sink as start_bench_sink  # noqa: E402
-from common import start_sink, wait_ready  # noqa: E402
+from common import start_sink  # noqa: E402
+from kit import ServeProcess, SinkProcess, proc_cpu_s  # noqa: E402
 
 from schedd.actions import ActionRunner  # noqa: E402
 from schedd.clock import SystemClock  # noqa: E402
@@ -65,13 +64,6 @@ def rss_kb(pid: int) -> int:
     return -1
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used: on a shared box, the daemon's own
-    cost, whatever else runs."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def next_minute(lead_s: float) -> datetime:
     """The next whole minute at least lead_s from now (UTC)."""
     t = datetime.now(UTC) + timedelta(seconds=lead_s)
@@ -87,23 +79,14 @@ def _record(i: int) -> dict[str, Any]:
 
 async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="schedd-records-")
-    db = str(Path(tmp) / "records.db")
-    port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "SCHEDD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "schedd", "serve", "--db", db,
-                             "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = ServeProcess(Path(tmp))
     out: dict[str, Any] = {"records": n}
     arrivals: list[tuple[float, str]] = []
     sink, sink_port = await start_sink(arrivals)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
-            await wait_ready(c)
-            for _ in range(100):
-                if Path(db + ".key").exists():
-                    break
-                await asyncio.sleep(0.05)
-            c.headers["Authorization"] = "Bearer " + Path(db + ".key").read_text().strip()
+        await d.ready()
+        async with httpx.AsyncClient(base_url=d.base, timeout=600) as c:
+            c.headers["Authorization"] = "Bearer " + d.key()
             r = await c.post("/v1/entity-definitions", json={
                 "name": "customers", "fields": {"renewal": "date", "plan": "string",
                                                 "seats": "number"}})
@@ -117,8 +100,8 @@ async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
                     "relative_offset_days": off, "relative_filter": flt,
                     "action_type": "webhook", "action_config": hook})
                 assert r.status_code == 201, r.text
-            rss_before = rss_kb(proc.pid)
-            cpu0 = cpu_s(proc.pid)
+            rss_before = rss_kb(d.proc.pid)
+            cpu0 = proc_cpu_s(d.proc.pid)
             t0 = time.perf_counter()
             encode_s = 0.0
             for lo in range(0, n, BATCH):
@@ -129,7 +112,7 @@ async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
                                  content=body, headers={"Content-Type": "application/json"})
                 assert r.status_code == 200, r.text[:300]
             took = time.perf_counter() - t0
-            cpu = cpu_s(proc.pid) - cpu0
+            cpu = proc_cpu_s(d.proc.pid) - cpu0
             out.update(import_s=round(took, 2), records_per_s=round(n / took),
                        daemon_cpu_s=round(cpu, 2), records_per_daemon_cpu_s=round(n / cpu),
                        records_per_s_server=round(n / (took - encode_s)),
@@ -140,7 +123,7 @@ async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
             out["next_run_at"] = [s["next_run_at"] for s in occ.json()["schedules"]]
             await asyncio.sleep(2)
             out.update(rss_before_mb=round(rss_before / 1024, 1),
-                       rss_after_mb=round(rss_kb(proc.pid) / 1024, 1))
+                       rss_after_mb=round(rss_kb(d.proc.pid) / 1024, 1))
             if lateness:
                 at = next_minute(12)
                 today = at.date().isoformat()
@@ -170,8 +153,7 @@ async def import_phase(n: int, lateness: bool) -> dict[str, Any]:
                 eng = sorted(_ms(x["started_at"]) - _ms(x["due_at"]) for x in runs)
                 out.update(arrival_late_ms=[round(x, 1) for x in late], started_minus_due_ms=eng)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        d.stop()
         await sink.cleanup()
         for f in Path(tmp).iterdir():
             f.unlink()
@@ -243,7 +225,8 @@ def cmd_burst(a: argparse.Namespace) -> int:
     tune_gc()
     os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory() as tmp:
-        sink, port = start_bench_sink(tmp)
+        sink = SinkProcess(Path(tmp), cpus="0")
+        port = sink.port
         try:
             rel, once = [], []
             for rep in range(a.reps):
@@ -259,8 +242,7 @@ def cmd_burst(a: argparse.Namespace) -> int:
             ro, rr = statistics.median(once), statistics.median(rel)
             print(f"median: one-shots {ro:.0f}/s, records {rr:.0f}/s, ratio {rr / ro:.2f}")
         finally:
-            sink.terminate()
-            sink.wait(10)
+            sink.stop()
     return 0
 
 
