@@ -350,6 +350,49 @@ async def test_overlap_is_per_record(tmp_path: Path) -> None:
                                          ("2027-01-06T09:00:00.000Z", "skipped", "overlap")]
 
 
+async def test_a_schedule_whose_planning_raises_cancels_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CANCEL_OTHER replaces a record's running run only when the new run is made: if the
+    schedule's planning raises after it chose to replace (here: marking the occurrences
+    fired fails once), the broken schedule is pushed on and its record's run keeps running;
+    it is replaced once the planning succeeds."""
+    async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:
+        d = await definition(k)
+        await put(k, d, "a", renewal="2027-01-05")
+        s = await relative(k, d, overlap_policy="CANCEL_OTHER", headers={"x-hang": "1"},
+                           catchup_window_minutes=120)
+        await k.run_until(ms("2027-01-05T09:00:00Z"))
+        (first,) = await k.runs(s.id)
+        assert first.status is RunStatus.running
+        await put(k, d, "a", renewal="2027-01-06")  # its next occurrence, while it hangs
+        fire = k.store.fire_occurrences
+        failures: list[int] = []
+
+        def fail_once(c: Any, sid: str, due: Any) -> None:
+            if sid == s.id and not failures:
+                failures.append(1)
+                raise RuntimeError("injected")
+            fire(c, sid, due)
+
+        monkeypatch.setattr(k.store, "fire_occurrences", fail_once)
+        t = ms("2027-01-06T09:00:00Z")
+        k.clock.set(t)
+        await k.engine.tick(t)
+        await k.settle()
+        assert failures == [1]
+        got = await k.schedule(s.id)
+        assert got.last_error and "cannot plan" in got.last_error
+        runs = await k.runs(s.id)
+        assert [(r.id, r.status, r.cancel_reason) for r in runs] == [
+            (first.id, RunStatus.running, None)]
+        # the next try plans it: the occurrence runs (caught up), the hanging run replaced
+        await k.run_until(t + 2 * HOUR)
+        runs = {r.scheduled_for_ms: r for r in await k.runs(s.id)}
+        assert set(runs) == {first.scheduled_for_ms, t}
+        assert runs[first.scheduled_for_ms].status is RunStatus.cancelled
+        assert runs[t].status is RunStatus.running and runs[t].trigger_type.value == "catchup"
+
+
 async def test_retries_keep_the_record_and_failures_count_across_records(
         tmp_path: Path) -> None:
     async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:

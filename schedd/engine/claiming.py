@@ -231,8 +231,13 @@ class Claimer:
             return 0
         counts = ({} if s.overlap_policy is OverlapPolicy.ALLOW
                   else store.active_counts_by_record(c, s.id, [k for k, _ in due]))
-        plan_relative(s, now, due, counts, planned, out, fx.cancel_records, fx.notes)
+        # the records whose active runs CANCEL_OTHER replaces are handed on only once the
+        # planning succeeded: if any step raises, claim_tx drops this schedule's new runs,
+        # and nothing may be cancelled for runs that were never made
+        replace: list[tuple[str, str]] = []
+        plan_relative(s, now, due, counts, planned, out, replace, fx.notes)
         store.fire_occurrences(c, s.id, due)
         settle_relative(s, now, store.earliest_occurrence(c, s.id))
         s.last_error = None
+        fx.cancel_records.extend(replace)
         return len(due)
