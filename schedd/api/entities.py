@@ -137,7 +137,7 @@ async def list_records(
     request: R,
     definition_id: DefinitionIdPath,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    after: Annotated[str | None, QueryParameter(max_length=200, pattern=NO_NUL)] = None,
 ) -> RecordList:
     ent = services_of(request).entities
     page, next_after = await ent.list_records(tenant_of(request), _did(definition_id), after,

@@ -20,6 +20,7 @@ from schedd.api.common import (
 )
 from schedd.api.schemas import (
     MAX_LIST_OFFSET,
+    NO_NUL,
     OccurrenceList,
     OccurrenceOut,
     ScheduleCreate,
@@ -68,7 +69,7 @@ CREATED = {
 async def list_schedules(
     request: R,
     customer_id: FromQuery[uuid.UUID | None] = None,
-    external_id: FromQuery[str | None] = None,
+    external_id: Annotated[str | None, QueryParameter(pattern=NO_NUL)] = None,
     status: FromQuery[ScheduleStatus | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     offset: Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)] = 0,

@@ -34,14 +34,19 @@ _INSTANT = (
     "`timezone`. Must lie between 1970-01-01 and 9999-01-01 UTC."
 )
 
-Name = Annotated[str, Meta(max_length=200)]
+#: No string field a client sends takes U+0000 (NUL): PostgreSQL's text cannot hold it,
+#: and C strings and tools end at it; a 422 naming the field otherwise, on both backends.
+#: (Free JSON objects, stored as JSON text, keep it escaped.)
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Meta(pattern=NO_NUL)]
+Name = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
 Timezone = Annotated[str, Meta(
-    max_length=50,
+    max_length=50, pattern=NO_NUL,
     description="An IANA time zone name (`Europe/Berlin`, `UTC`) known to the server's tz "
     "database; `localtime` and `posixrules` are refused.",
 )]
 Expression = Annotated[str, Meta(
-    min_length=1,
+    min_length=1, pattern=NO_NUL,
     description="Required, except for `relative`. Its syntax depends on `schedule_type`: "
     "`cron`: 5 fields or a macro "
     "(`0 9 * * 1-5`, `@daily`); `interval`: a duration (`15m`, `1h30m`, `PT15M`); `once`: an "
@@ -50,7 +55,8 @@ Expression = Annotated[str, Meta(
     "`00:00`). The schedule must have an occurrence from now on. "
     "See docs/scheduling.md.",
 )]
-Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, description=_INSTANT)]
+Instant = Annotated[str, Meta(extra_json_schema={"format": "date-time"}, pattern=NO_NUL,
+                               description=_INSTANT)]
 ActionConfig = Annotated[dict[str, Any], Meta(
     description="Its fields depend on `action_type` (docs/api.md#actions): `webhook` "
     "{url (required), method, headers, body, payload, secret, timeout_seconds}, `command` "
@@ -70,6 +76,7 @@ DefinitionRef = Annotated[uuid.UUID, Meta(
     description="Relative schedules only, and required for them: the id of an entity "
     "definition of this tenant (422 otherwise).")]
 FieldRef = Annotated[str, Meta(
+    pattern=NO_NUL,
     description="Relative schedules only, and required for them: a `date` or `datetime` field "
     "of the entity definition (422 otherwise).")]
 RelativeFilter = Annotated[dict[str, Any], Meta(
@@ -109,13 +116,13 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timezone: Timezone = "UTC"
     start_at: Instant | None = None
     end_at: Annotated[str, Meta(
-        extra_json_schema={"format": "date-time"},
+        extra_json_schema={"format": "date-time"}, pattern=NO_NUL,
         description=_INSTANT + " Must be after `start_at`.",
     )] | None = None
-    description: str | None = None
+    description: Text | None = None
     customer_id: uuid.UUID | None = None
-    external_id: str | None = None
-    deduplication_key: str | None = None
+    external_id: Text | None = None
+    deduplication_key: Text | None = None
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     catchup_window_minutes: CatchupWindow = 10
     catchup_policy: CatchupPolicy = CatchupPolicy.ALL
@@ -142,7 +149,7 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     action_config: ActionConfig | UnsetType = UNSET
     catchup_window_minutes: CatchupWindow | UnsetType = UNSET
-    description: str | UnsetType | None = UNSET
+    description: Text | UnsetType | None = UNSET
     flexible_window_minutes: FlexWindow | UnsetType = UNSET
     max_retries: MaxRetries | UnsetType = UNSET
     name: Name | UnsetType = UNSET
@@ -273,11 +280,11 @@ class RunList(msgspec.Struct, kw_only=True):
 
 
 class CancelIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, Meta(max_length=500)] | None = None
+    reason: Annotated[str, Meta(max_length=500, pattern=NO_NUL)] | None = None
 
 
-WorkerId = Annotated[str, Meta(min_length=1, max_length=200)]
-QueueName = Annotated[str, Meta(min_length=1, max_length=200)]
+WorkerId = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+QueueName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class ClaimIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -300,17 +307,14 @@ class CompleteIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     worker_id: WorkerId
     status: Annotated[str, Meta(pattern="^(succeeded|failed)$")]
     result: Any = None
-    error_message: Annotated[str, Meta(max_length=2000)] | None = None
+    error_message: Annotated[str, Meta(max_length=2000, pattern=NO_NUL)] | None = None
 
 
 # --------------------------------------------------------------------------- entities
-#: Names and keys that identify something: no NUL (U+0000), which storage and tools
-#: handle badly (C strings end at it); a 422 naming the field otherwise.
-NO_NUL = r"^[^\x00]*$"
 DefinitionName = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL,
                                       description="Unique in the tenant (409 otherwise); "
                                                   "no NUL character.")]
-Description = Annotated[str, Meta(max_length=2000)]
+Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
 _FIELD_NAME_RE = "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _FIELD_TYPES = ["date", "datetime", "string", "number", "boolean"]
 # Names and types are checked by the services, so that a 422 names the field

@@ -23,7 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 from schedd import timing
 from schedd.api.common import ERRORS, path_uuid, services_of
 from schedd.api.compat import relabel
-from schedd.api.schemas import Backoff, MaxRetries, Name
+from schedd.api.schemas import NO_NUL, Backoff, MaxRetries, Name
 from schedd.errors import InvalidField, NotFound
 from schedd.models import Run, RunStatus, RunTally, Schedule, ScheduleExt, ScheduleStatus
 from schedd.services import Services
@@ -32,31 +32,32 @@ R = Request[Any, Any, Any]
 KIND = "actions"
 WHAT = "Action"
 
-Label = Annotated[str, Meta(min_length=1, max_length=200)]
+Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 # endpoint_id names a worker queue: the native queue-name rule (schedd/action_config.py)
 EndpointId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$",
                                  description=(
     "The worker queue the runs go to, or a key of [compat] endpoints (a webhook URL)."))]
-ThreadText = Annotated[str, Meta(min_length=1, max_length=500)]
-Description = Annotated[str, Meta(max_length=2000)]
-CronText = Annotated[str, Meta(description=(
+ThreadText = Annotated[str, Meta(min_length=1, max_length=500, pattern=NO_NUL)]
+Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
+CronText = Annotated[str, Meta(pattern=NO_NUL, description=(
     "A 5-field cron expression or @hourly/@daily/@weekly/@monthly/@yearly (docs/scheduling.md)"
     "; required when schedule_type is cron, which is the default unless only scheduled_at is "
     "given. Not allowed with schedule_type once."))]
-WhenText = Annotated[str, Meta(description=(
+WhenText = Annotated[str, Meta(pattern=NO_NUL, description=(
     "ISO 8601 date-time of a one-time action (without an offset: wall time in timezone); "
     "required when schedule_type is once, not older than the 10-minute catch-up window. Not "
     "allowed with schedule_type cron."))]
-ZoneText = Annotated[str, Meta(max_length=50, description="An IANA time zone name.")]
-ThreadIdText = Annotated[str, Meta(min_length=1, max_length=500, description=(
+ZoneText = Annotated[str, Meta(max_length=50, pattern=NO_NUL,
+                                description="An IANA time zone name.")]
+ThreadIdText = Annotated[str, Meta(min_length=1, max_length=500, pattern=NO_NUL, description=(
     "The thread of every run; required when thread_mode is fixed."))]
-TemplateText = Annotated[str, Meta(min_length=1, max_length=500, description=(
+TemplateText = Annotated[str, Meta(min_length=1, max_length=500, pattern=NO_NUL, description=(
     "Each run's thread id, with placeholders such as {{run.id}} filled per run; required "
     "when thread_mode is template."))]
 PayloadObject = Annotated[dict[str, Any], Meta(description=(
     "Delivered in every run's body; strings may hold {{run.id}}-style placeholders; nested "
     "at most 64 levels."))]
-PathLabel = Annotated[str, PathParameter(min_length=1, max_length=200)]
+PathLabel = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=NO_NUL)]
 ActionIdPath = Annotated[str, PathParameter(format="uuid", title="Action Id")]
 RunIdPath = Annotated[str, PathParameter(format="uuid", title="Run Id")]
 
@@ -399,7 +400,7 @@ async def list_actions(
     workspace_id: PathLabel,
     app_id: PathLabel,
     search: Annotated[str | None, QueryParameter(
-        description="Search by name or description", max_length=200)] = None,
+        description="Search by name or description", max_length=200, pattern=NO_NUL)] = None,
     limit: Annotated[int, QueryParameter(
         ge=1, le=200, description="Maximum number of items to return (1-200)")] = 50,
     cursor: Annotated[str | None, QueryParameter(

@@ -37,7 +37,7 @@ Name = Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL,
                             description="1..255 characters, no NUL.")]
 Slug = Annotated[str, Meta(max_length=255, pattern=NO_NUL,
                             description="At most 255 characters, no NUL.")]
-Entity = Annotated[str, Meta(min_length=1, max_length=200)]
+Entity = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Entities = Annotated[list[Entity], Meta(max_length=1000)]
 Sla = Annotated[int, Meta(
     ge=1, le=31_536_000,
@@ -68,19 +68,19 @@ class SyncScheduleIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknow
     the timezone must exist (IANA)."""
 
     schedule_type: Literal["cron", "interval", "once"] = "cron"
-    schedule_expression: Annotated[str, Meta(min_length=1, max_length=200)]
-    timezone: Annotated[str, Meta(min_length=1, max_length=50)] = "UTC"
+    schedule_expression: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+    timezone: Annotated[str, Meta(min_length=1, max_length=50, pattern=NO_NUL)] = "UTC"
 
 
 ScheduleField = Annotated[SyncScheduleIn, Meta(
     description="The sync's timing; its expression and zone are checked by the server "
     "(a 422 naming the field).")]
-Str = Annotated[str, Meta(max_length=500)]
+Str = Annotated[str, Meta(max_length=500, pattern=NO_NUL)]
 
 
 class TableBindingIn(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
-    entity_key: Annotated[str, Meta(min_length=1, max_length=200)]
-    table_name: Annotated[str, Meta(min_length=1, max_length=200)]
+    entity_key: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+    table_name: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
     cursor_field: Str | None = None
     load_mode: Str | None = None
     logical_table_name: Str | None = None
@@ -305,7 +305,7 @@ Offset = Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)]
 @get("/", responses=ERRORS, summary="List Syncs")
 async def list_syncs(
     request: R,
-    q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    q: Annotated[str | None, QueryParameter(max_length=200, pattern=NO_NUL)] = None,
     status: Annotated[list[SyncStatus] | None, QueryParameter()] = None,
     provider: Annotated[list[Provider] | None, QueryParameter()] = None,
     limit: Limit50 = 50,
