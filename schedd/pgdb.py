@@ -118,6 +118,14 @@ class PgConn:
             self.changes += cur.rowcount
         return cur
 
+    def copy_rows(self, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows with COPY (one statement, rows streamed): PostgreSQL only, for the
+        store's bulk inserts. A unique violation fails the whole COPY (IntegrityError)."""
+        with self.raw.cursor().copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(_bind(row))
+        self.changes += len(rows)
+
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != TransactionStatus.IDLE

@@ -565,7 +565,11 @@ class Store:
         if len(runs) == 1:
             c.execute(_R_INSERT, _values(runs[0], RUN_COLS))
         elif runs:
-            c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
+            self._insert_run_rows(c, runs)
+
+    def _insert_run_rows(self, c: Conn, runs: Sequence[Run]) -> None:
+        """Insert several runs (PostgreSQL copies them: store/postgres.py)."""
+        c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
 
     def insert_claimed_runs(self, c: Conn, runs: Sequence[Run]) -> set[str]:
         """Insert a claim's runs; an occurrence that already has its run (the unique
@@ -575,7 +579,7 @@ class Store:
             return set()
         c.execute("SAVEPOINT claim")
         try:
-            c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
+            self._insert_run_rows(c, runs)
         except self.integrity_errors:
             c.execute("ROLLBACK TO claim")
         else:
