@@ -135,6 +135,27 @@ async def test_a_dead_nodes_runs_fail_interrupted_after_their_lease_and_are_retr
         await stop_tasks(b)
 
 
+async def test_a_dead_nodes_runs_fail_within_a_second_of_their_lease_not_a_third_later(
+        tmp_path: Path) -> None:
+    """Issue 16: a dead node's runs are retried within lease + 2 s of the kill. Renewals
+    come every third of the lease, but a node on a shared database looks for expired
+    leases every second: a look just before the lease ran out does not postpone the next
+    one by a third of the lease."""
+    async with kit(tmp_path, T) as k:
+        run = await hung_run(k)
+        b = node(k)
+        await b.recover(k.clock.now_ms())
+        k.clock.set(T + HOUR + LEASE - 1)  # B looks: still alive
+        await b.tick(k.clock.now_ms())
+        assert [r.status for r in await chain(k, run)] == [RunStatus.running]
+        k.clock.set(T + HOUR + LEASE + 999)  # B's next look, a second later
+        await b.tick(k.clock.now_ms())
+        first, retry = await chain(k, run)
+        assert (first.status, first.error_code) == (RunStatus.failed, "interrupted")
+        assert retry.status is RunStatus.pending and retry.attempt == 2
+        await stop_tasks(b)
+
+
 async def test_a_nodes_earlier_life_is_recovered_at_once(tmp_path: Path) -> None:
     async with kit(tmp_path, T) as k:
         run = await hung_run(k)

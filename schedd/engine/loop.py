@@ -63,6 +63,10 @@ SLOW_WEBHOOK_MS = 1000
 #: At most this many webhook runs released from the count at once (each holds a task,
 #: and a connection when it got one: webhook_max_connections bounds those).
 MAX_RELEASED = 10_000
+# on a shared database, how often a node looks for other nodes' runs whose lease ran out
+# (one indexed read in the cycle's transaction): a dead node's runs are retried within this
+# of their lease's end
+EXPIRY_CHECK_MS = 1000
 FAULT_RETRY_CAP_S = 2.0  # longest pause between cycles while the database cannot be written
 FAULT_REMIND_S = 300.0  # while it lasts, the fault is logged again this often (not a flood)
 FAULT_QUIET_S = 60.0  # a fault of the same kind back this soon after its last line: not logged
@@ -144,6 +148,10 @@ class Engine:
                                 previous=previous_nodes)
         self.lease_ms = lease_ms
         self._lease_due_ms = 0  # the next renewal and expiry check (clock ms)
+        # on a shared database, the next look for other nodes' expired leases: every
+        # EXPIRY_CHECK_MS, so that a dead node's runs are retried within a second of their
+        # lease's end, not up to a third of a lease later (issue 16: lease + 2 s)
+        self._expiry_due_ms = 0
         # the runs executing here that hold a node lease -> until when, in the order their
         # leases end (dispatch order; a renewal moves them all to the same end)
         self._leases: dict[str, int] = {}
@@ -326,7 +334,7 @@ class Engine:
                 self._planned_ms = min(self._planned_ms, max(first, self._lease_due_ms))
             if not self.exclusive:
                 # a shared database: other nodes' leases to check
-                self._planned_ms = min(self._planned_ms, self._lease_due_ms)
+                self._planned_ms = min(self._planned_ms, self._expiry_due_ms)
             due = nxt if (nxt is not None and nxt == fx.next_wake_ms == self._planned_ms
                           and not self._stopping) else None
             if (due is not None and self.burst_lead_ms > 0 and self._burst_due != due
@@ -424,10 +432,11 @@ class Engine:
         done, self._done = self._done, []
         # every third of the lease: the runs executing here, whose leases are renewed
         renew = list(self._leases) if now >= self._lease_due_ms else None
+        check = renew is not None or (not self.exclusive and now >= self._expiry_due_ms)
         self._idle.clear()
         try:
             unit = asyncio.ensure_future(self.db.write(
-                self._cycle_tx, now, limit, done, counted, plan_wake, renew))
+                self._cycle_tx, now, limit, done, counted, plan_wake, renew, check))
             try:
                 # the transaction commits whether or not this task is cancelled meanwhile:
                 # what it claimed is then still started (and stop() ends it)
@@ -446,6 +455,8 @@ class Engine:
                 raise
         finally:
             self._idle.set()
+        if check:
+            self._expiry_due_ms = now + min(EXPIRY_CHECK_MS, self.lease_ms // 3)
         if renew is not None:
             self._lease_due_ms = now + self.lease_ms // 3
             until = now + self.lease_ms
@@ -475,7 +486,8 @@ class Engine:
             self._apply(unit.result())
 
     def _cycle_tx(self, c: Tx, now: int, limit: int, done: list[tuple[Run, Outcome, int]],
-                  inflight: int, plan_wake: bool, renew: list[str] | None = None) -> Effects:
+                  inflight: int, plan_wake: bool, renew: list[str] | None = None,
+                  check: bool = False) -> Effects:
         """The cycle's transaction, on the writer thread. Touches no asyncio object: what
         the loop must do afterwards goes into the returned Effects."""
         if plan_wake:
@@ -486,7 +498,7 @@ class Engine:
         fx = Effects()
         if done:
             self.recorder.record_tx(c, done, fx)
-        if renew is not None:
+        if check or renew is not None:
             self.nodes.check_tx(c, now, renew, fx)
         self.leases.expire_tx(c, now, fx)
         if limit > 0:

@@ -3,10 +3,11 @@ dead node's runs are found (docs/operations.md, "Running several nodes").
 
 Every engine is a node, with an id new at every start. A run it starts carries `node_id`
 and `node_lease_until_ms` (now + node_lease_seconds, written with the start: claiming.py).
-Every third of the lease the loop's cycle calls `check_tx`: one UPDATE renews the leases of
-the runs executing here; the runs it could not renew ended elsewhere meanwhile (a cancel
-through another node, or a failure by one after this node stalled past the lease), so their
-actions stop; then the running runs of other nodes whose lease ran out fail with
+Every third of the lease the loop's cycle calls `check_tx` with the runs to renew: one UPDATE
+renews the leases of the runs executing here; the runs it could not renew ended elsewhere
+meanwhile (a cancel through another node, or a failure by one after this node stalled past
+the lease), so their actions stop. Every check (each second on a shared database, so that a
+dead node's runs are retried within a second of their lease's end) also fails with
 `interrupted` and follow their retry policy (a `backend` run is taken over instead: its
 work goes on remotely, so this node polls it again, never starts it twice).
 
@@ -59,15 +60,12 @@ class NodeLeases:
                  else self.store.recoverable_runs(c, now, self.previous))
         return self._fail_or_resume_tx(c, stale, now, fx, AT_START, at_start=True)
 
-    def check_tx(self, c: Tx, now: int, renew: list[str], fx: Effects) -> None:
-        """Renew the leases of the runs executing here (`renew`); stop the actions of those
-        that ended elsewhere; fail or take over the runs of any node whose lease ran out."""
-        kept = self.store.renew_node_leases(c, self.node_id, renew, now + self.lease_ms)
-        lost = [rid for rid in renew if rid not in kept]
-        if lost:
-            fx.cancel_tasks.extend(lost)
-            fx.note(logging.WARNING, "%d run(s) executing on node %s ended elsewhere; their "
-                    "actions are stopped", len(lost), self.node_id)
+    def check_tx(self, c: Tx, now: int, renew: list[str] | None, fx: Effects) -> None:
+        """Renew the leases of the runs executing here (`renew`; None: not their turn);
+        stop the actions of those that ended elsewhere; fail or take over the runs of any
+        node whose lease ran out."""
+        if renew is not None:
+            self._renew_tx(c, now, renew, fx)
         # not this node's own: their outcomes may be on the way to the writer in another
         # unit (a cycle and a tick at once); what this node forgot fails at its next start
         expired = self.store.expired_node_runs(c, now, EXPIRE_BATCH, other_than=self.node_id)
@@ -75,6 +73,14 @@ class NodeLeases:
             nodes = ", ".join(sorted({r.node_id or "?" for r in expired}))
             self._fail_or_resume_tx(c, expired, now, fx, f"the lease of node {nodes} ran out "
                                     "while the action was running")
+
+    def _renew_tx(self, c: Tx, now: int, renew: list[str], fx: Effects) -> None:
+        kept = self.store.renew_node_leases(c, self.node_id, renew, now + self.lease_ms)
+        lost = [rid for rid in renew if rid not in kept]
+        if lost:
+            fx.cancel_tasks.extend(lost)
+            fx.note(logging.WARNING, "%d run(s) executing on node %s ended elsewhere; their "
+                    "actions are stopped", len(lost), self.node_id)
 
     def _fail_or_resume_tx(self, c: Tx, stale: list[Run], now: int, fx: Effects,
                            why: str, *, at_start: bool = False) -> int:
