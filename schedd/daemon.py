@@ -265,7 +265,14 @@ class _Server(uvicorn.Server):
         services = getattr(self.schedd_app.state, "services", None)
         engine = getattr(services, "engine", None)
         if engine is not None:
-            engine.stop_claiming()
+            # a signal handler runs between two bytecodes of whatever the loop was doing:
+            # stop_claiming runs as the loop's next callback instead, never in the middle
+            # of the engine's own code (it still comes before uvicorn's drain, which starts
+            # at its next 0.1 s tick)
+            try:
+                asyncio.get_running_loop().call_soon_threadsafe(engine.stop_claiming)
+            except RuntimeError:  # no loop running (not serving yet)
+                engine.stop_claiming()
         super().handle_exit(sig, frame)
 
 

@@ -543,8 +543,9 @@ class Engine:
         log_run(run)
         task = asyncio.create_task(self._execute(run, prepared), name=f"run-{run.id}")
         self.inflight[run.id] = task
-        if self._burst is not None and self._burst_claiming:
-            self._burst.add(run.id)
+        burst = self._burst  # (read once: see _execute)
+        if burst is not None and self._burst_claiming:
+            burst.add(run.id)
         if run.node_lease_until_ms is not None:
             self._leases[run.id] = run.node_lease_until_ms
         if run.action_type is ActionType.backend:
@@ -572,8 +573,9 @@ class Engine:
             self._released.discard(run.id)
             self._cancelled.discard(run.id)
             self._resumable.discard(run.id)
-            if self._burst is not None:
-                self._burst.discard(run.id)
+            burst = self._burst  # read once: stop_claiming may clear it between two lines
+            if burst is not None:
+                burst.discard(run.id)
                 self._end_burst_if_done()
             if outcome is not None:
                 self._done.append((run, outcome, self.clock.now_ms()))
