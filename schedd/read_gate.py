@@ -20,10 +20,11 @@ engine does, and a request waits at most max_pause_s longer than it would have.
 
 What it touches, and what it leaves alone: only connections that were reading when the
 pause began (the server's own flow control, `protocol.flow.read_paused`, may have paused
-one itself: that one is left as it is), and on resume only the transports this gate
-paused, still open, that the server does not itself want paused meanwhile. A connection
-opened during a pause is read normally (it was not in the set when the pause began). The
-listening socket keeps accepting.
+one itself: that one is left as it is; an idle connection whose keep-alive timeout,
+`protocol.timeout_keep_alive_task`, ends within the pause is left reading too), and on
+resume only the transports this gate paused, still open, that the server does not
+itself want paused meanwhile. A connection opened during a pause is read normally (it was
+not in the set when the pause began). The listening socket keeps accepting.
 
 It knows nothing of uvicorn but this shape: `connections` is a live collection of protocol
 objects, each with a `transport` (pause_reading / resume_reading / is_reading /
@@ -109,6 +110,11 @@ class ReadGate:
                 self._timer = self.call_later(self._resumed_at + self.min_read_s - now,
                                               self._deferred)
             return
+        if self._timer is not None:
+            # a deferred pause's timer due in this same turn: cancelled, so that it cannot
+            # clear the bound's timer set below (which would then cut a later pause short)
+            self._timer.cancel()
+            self._timer = None
         self._owed = False
         self._pausing = True
         self._paused_at = now
@@ -118,6 +124,11 @@ class ReadGate:
             t = getattr(proto, "transport", None)
             flow = getattr(proto, "flow", None)
             if t is None or t.is_closing() or (flow is not None and flow.read_paused):
+                continue
+            keep_alive = getattr(proto, "timeout_keep_alive_task", None)
+            if keep_alive is not None and keep_alive.when() - now < self.max_pause_s:
+                # an idle connection the server closes within the pause: a request sent
+                # just before that must be read, not left unread until the close
                 continue
             if t.is_reading():
                 t.pause_reading()
