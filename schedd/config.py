@@ -189,7 +189,8 @@ def database_label(settings: Settings) -> str:
 
 def redacted_url(url: str) -> str:
     """A database url fit for a message: its password (in the user part, or a `password`
-    parameter, also in key=value form) replaced by `***`; everything else as given."""
+    or `sslpassword` parameter, also in key=value form) replaced by `***`; everything else
+    as given."""
     scheme, sep, rest = url.partition("://")
     if sep:
         cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
@@ -200,7 +201,7 @@ def redacted_url(url: str) -> str:
                 userinfo = userinfo.split(":", 1)[0] + ":***"
             authority = f"{userinfo}@{hostport}"
         url = f"{scheme}://{authority}{tail}"
-    return re.sub(r"(?i)\b(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", url)
+    return re.sub(r"(?i)\b((?:ssl)?password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", url)
 
 
 def field_info() -> dict[str, tuple[str, str, Any]]:

@@ -222,3 +222,18 @@ def test_a_bad_endpoints_variable_is_refused() -> None:
         config.load(env={"SCHEDD_COMPAT_ENDPOINTS": "not json"})
     with pytest.raises(ConfigError, match=r"'ep'.* is not an http"):
         config.load(env={"SCHEDD_COMPAT_ENDPOINTS": '{"ep": "ftp://x/"}'})
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:pw@h:5432/d", "postgresql://u:***@h:5432/d"),
+    ("postgresql://u:pw@h/d?password=pw&sslmode=require",
+     "postgresql://u:***@h/d?password=***&sslmode=require"),
+    ("postgresql://u@h/d?sslpassword=pw&sslkey=/k", "postgresql://u@h/d?sslpassword=***&sslkey=/k"),
+    ("host=h password='p w' sslpassword=pw dbname=d",
+     "host=h password=*** sslpassword=*** dbname=d"),
+    ("postgresql://h/d", "postgresql://h/d"),
+])
+def test_a_database_url_in_a_message_shows_no_password(url: str, shown: str) -> None:
+    from schedd.config import redacted_url
+
+    assert redacted_url(url) == shown
