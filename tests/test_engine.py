@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -491,3 +492,39 @@ async def test_cancel_other_in_the_same_cycle_does_not_start_the_run_it_cancels(
         assert runs[manual.id].status is RunStatus.cancelled
         assert [c.run_id for c in k.runner.calls] == [
             r.id for r in runs.values() if r.id != manual.id]
+
+
+async def test_an_occurrence_claimed_twice_gets_one_run_and_the_rest_of_the_claim_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A schedule put back onto an instant it already fired (as a clock stepping back
+    can) is claimed again in the same claim as another schedule's new occurrence: the
+    occurrence's unique index refuses the second run, which is skipped and not started,
+    and the other schedule's run is inserted and started. On PostgreSQL this is the
+    fallback from the claim's one COPY to inserts one by one."""
+    t0 = parse_instant_ms("2026-11-22T10:00:00Z", UTC)
+    async with kit(tmp_path, t0) as k:
+        a = await k.create(name="a", schedule_expression="1m", action_type="noop",
+                           action_config={})
+        first = (await k.schedule(a.id)).next_run_ms
+        assert first is not None
+        k.clock.set(first)
+        await k.engine.tick(first)
+        await k.settle()
+        assert [r.scheduled_for_ms for r in await k.runs(a.id)] == [first]
+        b = await k.create(name="b", schedule_expression="1m", action_type="noop",
+                           action_config={})
+        # a goes back onto the instant it fired (its run exists); b is due too
+        s = await k.schedule(a.id)
+        s.next_run_ms = first
+        await k.db.write(k.store.advance_schedules, [s])
+        now = max(first, (await k.schedule(b.id)).next_run_ms or first) + 1
+        k.clock.set(now)
+        with caplog.at_level(logging.WARNING, logger="schedd"):
+            await k.engine.tick(now)
+        await k.settle()
+        # a's instant `first` is not run twice; its next one (first + 1 min) is new
+        assert sorted(r.scheduled_for_ms for r in await k.runs(a.id)) == [first,
+                                                                           first + 60_000]
+        [rb] = await k.runs(b.id)
+        assert rb.status is RunStatus.succeeded
+        assert any("already claimed" in r.getMessage() for r in caplog.records)
