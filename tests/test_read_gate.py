@@ -346,6 +346,41 @@ async def test_a_burst_ends_once_every_run_it_started_ended(tmp_path: Path) -> N
 
 
 @pytest.mark.usefixtures("database_url")
+async def test_a_burst_larger_than_the_action_slots_stays_open_until_its_last_run_ended(
+        tmp_path: Path) -> None:
+    """W3's shape: more runs due at once than max_concurrent_actions. A cycle that finds
+    every slot busy claims nothing, and so finds nothing more due: the burst goes on all
+    the same, until the runs claimed as slots free up have started and ended."""
+    async with kit(tmp_path, T0, max_concurrent_actions=2) as k:
+        started: list[str] = []
+        calls: list[tuple[bool, int]] = []  # (on, runs started then)
+        k.engine.on_burst = lambda on: calls.append((on, len(started)))
+        release = asyncio.Event()
+        plain = k.runner.run
+
+        async def gated(action_type: str, config: dict[str, Any], ctx: Any) -> Any:
+            started.append(ctx.run_id)
+            await release.wait()
+            return await plain(action_type, config, ctx)
+
+        k.runner.run = gated  # type: ignore[method-assign]
+        for i in range(5):
+            await k.create(name=f"s{i}", schedule_expression="10s",
+                           start_at="2026-11-19T00:00:10Z")
+        await k.engine.start()
+        await until(lambda: k.clock.sleeps)
+        k.clock.set(T0 + 10_000)
+        await until(lambda: len(started) == 2)
+        await asyncio.sleep(0.01)  # the loop's cycles with every slot busy
+        assert calls == [(True, 0)]
+        release.set()
+        await until(lambda: len(started) == 5 and not k.engine.inflight)
+        await until(lambda: len(calls) == 2)
+        assert calls == [(True, 0), (False, 5)]
+        await k.engine.stop(0)
+
+
+@pytest.mark.usefixtures("database_url")
 async def test_with_a_lead_the_burst_starts_before_its_due_instant(tmp_path: Path) -> None:
     async with kit(tmp_path, T0) as k:
         calls: list[tuple[bool, int, int]] = []  # (on, clock, runs started)

@@ -119,6 +119,7 @@ class Engine:
         self._burst: set[str] | None = None  # the burst's runs in flight; None: no burst
         self._burst_due = 0  # the due instant of the open burst
         self._burst_claiming = False  # the burst's cycles have not all been run yet
+        self._claimed_with_room = False  # the last cycle could claim (a free action slot)
         self.sleep_cap_s = settings.sleep_cap_seconds
         hook = getattr(runner, "set_wait_hook", None)
         if hook is not None:
@@ -312,8 +313,12 @@ class Engine:
                 continue
             if self.on_alive is not None:
                 self.on_alive()
-            if self._burst_claiming and not fx.more and now >= self._burst_due:
-                self._burst_claiming = False  # everything the burst claimed was started
+            if (self._burst_claiming and not fx.more and self._claimed_with_room
+                    and now >= self._burst_due):
+                # everything the burst claimed was started (a cycle with every action slot
+                # busy claims nothing and so finds nothing more due: the burst goes on,
+                # and the runs claimed as slots free up are part of it)
+                self._burst_claiming = False
                 self._end_burst_if_done()
             if self._closing and not self._done:
                 return
@@ -429,6 +434,7 @@ class Engine:
             counted = self.counted()
         if not self._stopping:
             limit = min(self.capacity - counted, self.settings.claim_batch_size)
+        self._claimed_with_room = limit > 0
         done, self._done = self._done, []
         # every third of the lease: the runs executing here, whose leases are renewed
         renew = list(self._leases) if now >= self._lease_due_ms else None
