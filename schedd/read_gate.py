@@ -26,6 +26,12 @@ resume only the transports this gate paused, still open, that the server does no
 itself want paused meanwhile. A connection opened during a pause is read normally (it was
 not in the set when the pause began). The listening socket keeps accepting.
 
+The cyclic garbage collector waits too, for the same bounded time: under API load its
+generation-1 collections take ~18 ms (every object the requests left for it to walk), and
+one that lands in a burst makes every fire after it that much later (bench/RESULTS.md
+§S9). What it would have collected during the pause is collected right after it, by the
+first allocation past its threshold. A collector someone else turned off stays off.
+
 It knows nothing of uvicorn but this shape: `connections` is a live collection of protocol
 objects, each with a `transport` (pause_reading / resume_reading / is_reading /
 is_closing) and, optionally, a `flow` with `read_paused` (uvicorn's
@@ -34,6 +40,7 @@ is_closing) and, optionally, a `flow` with `read_paused` (uvicorn's
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
@@ -57,19 +64,31 @@ class _Timer(Protocol):
     def cancel(self) -> None: ...
 
 
+class _Collector(Protocol):
+    """The gc module's switch (a fake in tests)."""
+
+    def isenabled(self) -> bool: ...
+
+    def disable(self) -> None: ...
+
+    def enable(self) -> None: ...
+
+
 class ReadGate:
     """`burst(True)` / `burst(False)`, from the engine (on the loop that serves HTTP)."""
 
     def __init__(self, connections: Collection[Any], *, monotonic: Callable[[], float],
                  call_later: Callable[[float, Callable[[], None]], _Timer],
                  max_pause_s: float = MAX_PAUSE_S, min_read_s: float = MIN_READ_S,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, collector: _Collector = gc) -> None:
         self.connections = connections
         self.monotonic = monotonic
         self.call_later = call_later
         self.max_pause_s = max_pause_s
         self.min_read_s = min_read_s
         self.enabled = enabled
+        self.collector = collector
+        self._held_gc = False  # this gate turned the collector off for its pause
         self._paused: list[Any] = []  # the transports this gate paused
         self._pausing = False
         self._paused_at = 0.0
@@ -119,6 +138,9 @@ class ReadGate:
         self._pausing = True
         self._paused_at = now
         self.pauses += 1
+        if self.collector.isenabled():
+            self.collector.disable()
+            self._held_gc = True
         paused = []
         for proto in list(self.connections):
             t = getattr(proto, "transport", None)
@@ -137,6 +159,7 @@ class ReadGate:
         if not self._pausing:
             # ended meanwhile (SIGTERM's handler stops the engine's claiming, and so its
             # burst, between two bytecodes of this loop): read again at once
+            self._release_gc()
             self._resume_all(paused)
             self._paused = []
             return
@@ -162,7 +185,13 @@ class ReadGate:
         self._resumed_at = now
         self.paused_s += now - self._paused_at
         paused, self._paused = self._paused, []
+        self._release_gc()
         self._resume_all(paused)
+
+    def _release_gc(self) -> None:
+        if self._held_gc:
+            self._held_gc = False
+            self.collector.enable()
 
     @staticmethod
     def _resume_all(paused: list[Any]) -> None:

@@ -8,6 +8,7 @@ show pauses that never exceeded their bound under due work that never stops."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Callable
@@ -104,12 +105,31 @@ class Timers:
         self.now = end
 
 
+class Collector:
+    """The gc module's switch, as the gate sees it (the real one stays untouched)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.switches: list[bool] = []
+
+    def isenabled(self) -> bool:
+        return self.enabled
+
+    def disable(self) -> None:
+        self.enabled = False
+        self.switches.append(False)
+
+    def enable(self) -> None:
+        self.enabled = True
+        self.switches.append(True)
+
+
 def gate_with(n: int, **kw: Any) -> tuple[ReadGate, set[Proto], Timers]:
     conns = {Proto() for _ in range(n)}
     timers = Timers()
     gate = ReadGate(conns, monotonic=timers.monotonic, call_later=timers.call_later,
                     max_pause_s=kw.pop("max_pause_s", 0.1), min_read_s=kw.pop("min_read_s", 0.1),
-                    **kw)
+                    collector=kw.pop("collector", Collector()), **kw)
     return gate, conns, timers
 
 
@@ -200,6 +220,37 @@ def test_a_pause_ends_at_its_bound_while_the_burst_goes_on() -> None:
     assert reading(conns) == [True, True] and gate.pauses == 1
     gate.burst(False)
     assert gate.paused_s == pytest.approx(0.1, abs=0.002)
+
+
+def test_the_collector_waits_for_the_pause_within_its_bound() -> None:
+    gc = Collector()
+    gate, conns, timers = gate_with(1, max_pause_s=0.1, min_read_s=0.1, collector=gc)
+    gate.burst(True)
+    assert not gc.enabled and reading(conns) == [False]
+    timers.advance(0.05)
+    gate.burst(False)  # the burst's end
+    assert gc.enabled and gc.switches == [False, True]
+    timers.advance(0.2)
+    gate.burst(True)
+    timers.advance(0.101)  # the bound, the burst going on
+    assert gc.enabled and reading(conns) == [True]
+    gate.burst(False)
+    assert gc.switches == [False, True, False, True]
+    # turned off by somebody else: left off, before, during and after a pause
+    off = Collector(enabled=False)
+    gate, conns, timers = gate_with(1, collector=off)
+    gate.burst(True)
+    assert reading(conns) == [False]
+    gate.burst(False)
+    gate.burst(True)
+    gate.close()
+    assert not off.enabled and off.switches == []
+    # closed in a pause (shutdown): on again
+    gc = Collector()
+    gate, conns, timers = gate_with(1, collector=gc)
+    gate.burst(True)
+    gate.close()
+    assert gc.enabled and reading(conns) == [True]
 
 
 def test_continuous_due_work_never_holds_the_api_beyond_the_bounds() -> None:
@@ -415,6 +466,35 @@ async def test_with_a_lead_the_burst_starts_before_its_due_instant(tmp_path: Pat
         await k.engine.stop(0)
 
 
+@pytest.mark.usefixtures("database_url")
+async def test_a_cycle_that_ends_inside_the_lead_opens_the_burst_at_once(
+        tmp_path: Path) -> None:
+    """Under API load the loop wakes often (outcomes of triggered runs): a wake that
+    comes inside the lead opens the burst then, not at the due instant (bench/RESULTS.md
+    §S9: half the bursts under load opened at their due instant, with no lead)."""
+    async with kit(tmp_path, T0) as k:
+        calls: list[tuple[bool, int, int]] = []  # (on, clock, runs started)
+        k.engine.on_burst = lambda on: calls.append((on, k.clock.now_ms(), len(k.runner.calls)))
+        k.engine.burst_lead_ms = 20
+        for i in range(3):
+            await k.create(name=f"s{i}", schedule_expression="10s",
+                           start_at="2026-11-19T00:00:10Z")
+        due = T0 + 10_000
+        await k.engine.start()
+        await until(lambda: due - 20 in k.clock.sleeps)
+        # a change wakes the loop in the same instant as the clock passes into the lead:
+        # the change goes first (a cycle), and that cycle ends inside the lead
+        k.engine._wake.set()
+        k.clock.set(due - 10)
+        await until(lambda: len(calls) == 1)
+        assert calls == [(True, due - 10, 0)]
+        await until(lambda: k.clock.sleeps[-1] == due)
+        k.clock.set(due)
+        await until(lambda: len(calls) == 2)
+        assert calls[1] == (False, due, 3)
+        await k.engine.stop(0)
+
+
 # ---------------------------------------------------------------------- a real uvicorn server
 async def _http_get(port: int) -> tuple[socket.socket, Callable[[], bytes]]:
     """A keep-alive connection; returns it and a function reading one answer (or b'')."""
@@ -473,6 +553,7 @@ async def test_a_real_server_reads_no_request_during_a_burst_and_all_after_it() 
             assert b"200 OK" in await answered(read, 5.0)
         assert len(server.server_state.connections) == 3
         gate.burst(True)
+        assert not gc.isenabled()  # the process's collector waits for the pause too
         for s, _ in socks:
             s.send(req)
         # nothing is read, so nothing is answered, while the burst goes on
@@ -481,6 +562,7 @@ async def test_a_real_server_reads_no_request_during_a_burst_and_all_after_it() 
         assert await asyncio.gather(*(answered(read, 0.2) for _, read in socks)) == [
             b"", b"", b""]
         gate.burst(False)
+        assert gc.isenabled()
         for _, read in socks:
             assert b"200 OK" in await answered(read, 5.0)
         # a burst that does not end (once min_read_s of reading passed since the last
@@ -492,9 +574,10 @@ async def test_a_real_server_reads_no_request_during_a_burst_and_all_after_it() 
         assert b"200 OK" in await answered(socks[0][1], 5.0)
         waited = loop.time() - t0
         assert 0.9 <= waited <= 3.0
-        assert (gate.pauses, gate.bounded) == (2, 1)
+        assert (gate.pauses, gate.bounded) == (2, 1) and gc.isenabled()
         gate.burst(False)
     finally:
+        gate.close()  # the collector on again, whatever failed
         for s, _ in socks:
             s.close()
         server.should_exit = True
