@@ -321,11 +321,15 @@ async def w3_main(a: argparse.Namespace) -> dict[str, Any]:
         schedules = {sid for sid, _ in seen}
         want = a.seconds * a.schedules
         last: dict[float, float] = {}  # due instant -> its latest arrival's lateness
+        first: dict[float, float] = {}  # due instant -> its earliest arrival's lateness
         for arr, _, t in inside:
             last[t] = max(last.get(t, 0.0), arr - t)
+            first[t] = min(first.get(t, 1e9), arr - t)
         return {"fires": len(inside), "missing": want - len(seen),
                 # per due instant, the lateness of its last fire: one slow burst or many
                 "burst_last_ms": [round(last[t]) for t in sorted(last)],
+                # and of its first: a late start (claim) or a slow burst (sending)
+                "burst_first_ms": [round(first[t]) for t in sorted(first)],
                 "burst_last_median_ms": round(statistics.median(last.values())) if last
                 else None,
                 "doubled": sum(n - 1 for n in seen.values()), "schedules": len(schedules),
