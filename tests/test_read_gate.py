@@ -8,10 +8,11 @@ show pauses that never exceeded their bound under due work that never stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -431,15 +432,23 @@ async def test_a_burst_larger_than_the_action_slots_stays_open_until_its_last_ru
         await k.engine.stop(0)
 
 
-@pytest.mark.usefixtures("database_url")
-async def test_with_a_lead_the_burst_starts_before_its_due_instant(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def leading(tmp_path: Path) -> AsyncIterator[tuple[Any, list[tuple[bool, int, int]]]]:
+    """An engine with a 20 ms burst lead and three schedules due at T0 + 10 s; its
+    on_burst calls as (on, clock, runs started)."""
     async with kit(tmp_path, T0) as k:
-        calls: list[tuple[bool, int, int]] = []  # (on, clock, runs started)
+        calls: list[tuple[bool, int, int]] = []
         k.engine.on_burst = lambda on: calls.append((on, k.clock.now_ms(), len(k.runner.calls)))
         k.engine.burst_lead_ms = 20
         for i in range(3):
             await k.create(name=f"s{i}", schedule_expression="10s",
                            start_at="2026-11-19T00:00:10Z")
+        yield k, calls
+
+
+@pytest.mark.usefixtures("database_url")
+async def test_with_a_lead_the_burst_starts_before_its_due_instant(tmp_path: Path) -> None:
+    async with leading(tmp_path) as (k, calls):
         s = await k.create(name="manual", schedule_expression="1h", action_type="noop",
                            action_config={})
         due = T0 + 10_000
@@ -472,13 +481,7 @@ async def test_a_cycle_that_ends_inside_the_lead_opens_the_burst_at_once(
     """Under API load the loop wakes often (outcomes of triggered runs): a wake that
     comes inside the lead opens the burst then, not at the due instant (bench/RESULTS.md
     §S9: half the bursts under load opened at their due instant, with no lead)."""
-    async with kit(tmp_path, T0) as k:
-        calls: list[tuple[bool, int, int]] = []  # (on, clock, runs started)
-        k.engine.on_burst = lambda on: calls.append((on, k.clock.now_ms(), len(k.runner.calls)))
-        k.engine.burst_lead_ms = 20
-        for i in range(3):
-            await k.create(name=f"s{i}", schedule_expression="10s",
-                           start_at="2026-11-19T00:00:10Z")
+    async with leading(tmp_path) as (k, calls):
         due = T0 + 10_000
         await k.engine.start()
         await until(lambda: due - 20 in k.clock.sleeps)
