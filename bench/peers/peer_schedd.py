@@ -21,8 +21,10 @@ already exists but its .key file does not (a copied store), the adapter asks for
 a new key with "$SCHEDD_CMD keys create --tenant default --db {db}".
 
 register: starts the daemon on --db, waits for GET /readyz = 200, reads the key,
-          POSTs N schedules one at a time over one keep-alive connection (timed:
-          only the POST loop), stops the daemon with SIGTERM and waits for it.
+          POSTs N schedules over BENCH_SCHEDD_CONNS keep-alive connections (default
+          16, each sending one request at a time: how an API is driven, and issue 12
+          §4(a)'s shape; 1 = runs 1-11, one create at a time) (timed: only the
+          POSTs), stops the daemon with SIGTERM and waits for it.
 run:      starts the daemon on --db, prints READY once /readyz answers 200, waits
           for SIGTERM, forwards it, waits for the daemon.  Because this process
           waits for the daemon, the driver's os.wait4() rusage includes the
@@ -40,6 +42,7 @@ predecessor is still in flight; the peers never drop).  Every other field keeps
 SPEC's default.  Due times are rounded to the millisecond, the precision of
 SPEC's timestamps, so the `due` the sink receives is exactly the stored one.
 """
+import asyncio
 import ctypes
 import http.client
 import json
@@ -58,6 +61,7 @@ import peerlib
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("SCHEDD_PORT", "18765"))
 CREATE = os.environ.get("SCHEDD_CREATE", "/v1/schedules")
+CONNS = int(os.environ.get("BENCH_SCHEDD_CONNS", "16"))
 READY = os.environ.get("SCHEDD_READY", os.environ.get("SCHEDD_HEALTH", "/readyz"))
 
 
@@ -227,6 +231,40 @@ def api_key(db, existed_before, timeout=10.0):
 
 
 # -------------------------------------------------------------- commands
+async def _post_all(bodies, key, conns):
+    """POST every (job id, body) over `conns` keep-alive connections, each one request
+    at a time (a minimal HTTP/1.1 client on asyncio streams: the adapter stays stdlib
+    only)."""
+    head = (f"POST {CREATE} HTTP/1.1\r\nHost: {HOST}:{PORT}\r\n"
+            f"Content-Type: application/json\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Length: ").encode()
+    todo = iter(bodies)
+
+    async def worker():
+        reader, writer = await asyncio.open_connection(HOST, PORT)
+        try:
+            for jid, body in todo:
+                writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+                status_line = await asyncio.wait_for(reader.readline(), 30)
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                answer = await reader.readexactly(length)
+                status = int(status_line.split()[1]) if status_line else 0
+                if status not in (200, 201):
+                    raise SystemExit(f"create {jid}: HTTP {status} {answer[:600]!r}\n"
+                                     f"request: {body.decode()}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(conns)))
+
+
 def register(args):
     sink_url = os.environ.get("BENCH_SINK_URL", "http://127.0.0.1:9/hook")
     existed = os.path.exists(args.db)
@@ -234,26 +272,23 @@ def register(args):
     try:
         wait_ready(proc)
         key = api_key(args.db, existed)
-        hdr = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-        conn = http.client.HTTPConnection(HOST, PORT, timeout=30)
-        with peerlib.Timer() as t:
+
+        def bodies():  # made as they are sent, inside the timing (as the peers' jobs are)
             for i in range(args.n):
                 jid = f"{args.prefix}{i}"
                 due = (peerlib.job_due(args.due, i, args.n, args.spread)
                        if args.kind == "oneshot" else args.due)
-                body = json.dumps(schedule_body(jid, args.kind, due, args.period, sink_url)).encode()
-                conn.request("POST", CREATE, body=body, headers=hdr)
-                r = conn.getresponse()
-                answer = r.read()
-                if r.status not in (200, 201):
-                    raise SystemExit(f"create {jid}: HTTP {r.status} {answer[:600]!r}\n"
-                                     f"request: {body.decode()}")
-        conn.close()
+                yield jid, json.dumps(
+                    schedule_body(jid, args.kind, due, args.period, sink_url)).encode()
+
+        with peerlib.Timer() as t:
+            asyncio.run(_post_all(bodies(), key, max(1, min(CONNS, args.n))))
     finally:
         stop_daemon(proc)
     peerlib.emit("REGISTERED", {"n": args.n, "seconds": t.seconds, "cpu_s": t.cpu,
                                 "rate": args.n / t.seconds if t.seconds else None,
-                                "via": "api", "daemon_exit": proc.returncode})
+                                "via": "api", "conns": max(1, min(CONNS, args.n)),
+                                "daemon_exit": proc.returncode})
 
 
 def run(args):
