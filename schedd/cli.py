@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 #: `schedd serve` could not reach its PostgreSQL database at start (sysexits' EX_TEMPFAIL:
 #: a temporary failure, worth trying again; systemd shows it as status=75/TEMPFAIL, and
-#: Restart=on-failure restarts the service). Bad usage and bad configuration exit 2.
+#: Restart=on-failure restarts the service). Bad usage and bad configuration exit 2, and so
+#: does a database that refuses schedd for good (a wrong password, no such database).
 EXIT_DATABASE_UNREACHABLE = 75
 
 
@@ -89,7 +90,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _check_postgres(url: str) -> None:
     """Before serving: connect, check the schema's version and migrate, so that a server
     that cannot be reached stops the start with one line naming the url (its password
-    redacted) and the cause, exit EXIT_DATABASE_UNREACHABLE, not a traceback."""
+    redacted) and the cause, exit EXIT_DATABASE_UNREACHABLE, not a traceback. A database
+    that refuses the connection for good (a wrong password, an unknown role or database, a
+    bad url: pgdb.refused_for_good) is a configuration error: one line, exit 2, so that
+    systemd does not retry what cannot work."""
     from schedd.db import SchemaTooNew
     from schedd.pgdb import prepare
 
@@ -98,6 +102,9 @@ def _check_postgres(url: str) -> None:
     except StorageUnavailable as exc:
         _die(f"cannot reach PostgreSQL at {config.redacted_url(url)}: {exc.message}",
              EXIT_DATABASE_UNREACHABLE)
+    except ConfigError as exc:
+        _die(f"PostgreSQL at {config.redacted_url(url)} refused schedd (a configuration"
+             f" error, not retried): {exc}")
     except SchemaTooNew as exc:
         _die(str(exc))
 

@@ -49,7 +49,7 @@ from schedd.db import (
     _Worker,
     migrations,
 )
-from schedd.errors import InvalidField, StorageUnavailable
+from schedd.errors import ConfigError, InvalidField, StorageUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -195,14 +195,52 @@ def migrate(url: str) -> None:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
+#: What a connection refused for good looks like. libpq keeps no SQLSTATE for a failed
+#: connection (psycopg's OperationalError has sqlstate None), so the server's message, as
+#: libpq passes it on, decides: 28P01 invalid_password, 28000 invalid_authorization_
+#: specification (an unknown role, no pg_hba.conf entry, another method's failed
+#: authentication), 3D000 invalid_catalog_name (no such database), 42501 no CONNECT
+#: privilege, 42704 an unknown setting in `options`; and libpq's own complaints about the
+#: url (an invalid value or option, no password given where one is asked for). Anything
+#: else (refused, unknown host, timeout, 57P03 starting up or shutting down, 53300 too many
+#: connections, a message in another language) counts as temporary.
+_REFUSED_FOR_GOOD = re.compile(
+    r"password authentication failed|authentication failed for user|no password supplied"
+    r'|(role|database) "[^"]*" does not exist|no pg_hba\.conf entry'
+    r"|permission denied for database|unrecognized configuration parameter"
+    r"|invalid (connection option|URI|\w+ value)")
+#: The SQLSTATEs of errors that trying again cannot mend, when psycopg has one: class 28
+#: (authorization), 3D000, and 42501 insufficient_privilege (e.g. a role without CREATE on
+#: the schema, met when migrating).
+_FOR_GOOD_SQLSTATE = re.compile(r"28...|3D000|42501")
+
+
+def refused_for_good(exc: psycopg.Error) -> bool:
+    """Whether a failure to connect to (or migrate) a database is permanent: a wrong
+    password, an unknown role or database, a bad url or option, a missing privilege; not
+    a server down, restarting, too busy or out of reach (see _REFUSED_FOR_GOOD)."""
+    if exc.sqlstate is not None:
+        return bool(_FOR_GOOD_SQLSTATE.fullmatch(exc.sqlstate))
+    if isinstance(exc, psycopg.ProgrammingError):  # the url itself (psycopg's parser)
+        return True
+    return bool(_REFUSED_FOR_GOOD.search(str(exc)))
+
+
 def prepare(url: str) -> None:
-    """migrate(url), with a server that cannot be reached (refused, unknown host, timeout,
-    wrong password) raised as StorageUnavailable("io") whose message has no password and
+    """migrate(url). A database that refuses the connection for good (refused_for_good: a
+    wrong password, an unknown role or database, a bad url, a missing privilege) is raised
+    as ConfigError; one that cannot be reached now (refused, unknown host, timeout, starting
+    up, too many clients) as StorageUnavailable("io"). Either message has no password and
     fits on one line. SchemaTooNew as migrate raises it."""
     try:
         migrate(url)
-    except psycopg.OperationalError as exc:
-        raise StorageUnavailable("io", one_line(_scrub(str(exc), url))) from None
+    except psycopg.Error as exc:
+        message = one_line(_scrub(str(exc), url))
+        if refused_for_good(exc):
+            raise ConfigError(message) from None
+        if isinstance(exc, psycopg.OperationalError):
+            raise StorageUnavailable("io", message) from None
+        raise
 
 
 def one_line(text: str) -> str:

@@ -44,6 +44,9 @@ import pytest
 PG_BIN = Path(os.environ.get("SCHEDD_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REQUIRED = os.environ.get("SCHEDD_REQUIRE_POSTGRES", "") not in ("", "0")
 SUPERUSER = "postgres"
+#: A role the test server authenticates by password (scram-sha-256; every other role is
+#: trusted): for tests of a wrong password. A test creates it (CREATE ROLE ... PASSWORD).
+PASSWORD_ROLE = "schedd_pw"
 
 # Settings for a server whose data is thrown away: nothing has to survive a crash.
 TEST_SETTINGS: dict[str, str] = {
@@ -145,7 +148,9 @@ class PgServer:
         with (self.datadir / "postgresql.conf").open("a") as f:
             f.write("\n# schedd tests\n" + conf)
         # Only 127.0.0.1 and the private socket: trust authentication never leaves the box.
+        # The role PASSWORD_ROLE (made by a test that needs it) must give its password.
         (self.datadir / "pg_hba.conf").write_text(
+            f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
             "local all all trust\nhost all all 127.0.0.1/32 trust\n"
         )
         last: Exception | None = None

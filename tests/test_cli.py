@@ -11,6 +11,7 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import pg_kit
 import psycopg
 import pytest
 
@@ -173,6 +174,90 @@ def test_serve_with_postgresql_unreachable_says_so_in_one_line(
     assert "Connection refused" in err  # the cause, as libpq says it
     assert "hunter2" not in err
     assert not (tmp_path / "s.db.key").exists()  # nothing was started
+
+
+def _password_role(server: pg_kit.PgServer, password: str) -> None:
+    """The server's password-checked role (pg_kit.PASSWORD_ROLE), with `password`."""
+    role = pg_kit.PASSWORD_ROLE
+    server.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object"
+                   f" THEN NULL; END $$")
+    server.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+
+
+def _serve_refused_for_good(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch, url: str, shown: str) -> str:
+    """`schedd serve` on `url`: exit 2 (a configuration error, which systemd's
+    Restart=on-failure does not retry forever), one line naming the url as `shown`, nothing
+    started; the line's cause."""
+    monkeypatch.setenv("SCHEDD_DATABASE_URL", url)
+    code, out, err = run(capsys, "serve", "--db", str(tmp_path / "s.db"))
+    assert code == 2 != EXIT_DATABASE_UNREACHABLE, err
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    prefix = (f"schedd: PostgreSQL at {shown} refused schedd (a configuration error, not"
+              f" retried): ")
+    assert err.startswith(prefix), err
+    assert "hunter2" not in err and "Traceback" not in err
+    assert not (tmp_path / "s.db.key").exists()  # nothing was started
+    return err[len(prefix):]
+
+
+def test_serve_with_a_wrong_postgresql_password_is_a_configuration_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        pg_server: pg_kit.PgServer, pg_url: str) -> None:
+    _password_role(pg_server, "right-one")
+    role, port, db = pg_kit.PASSWORD_ROLE, pg_server.port, pg_kit.dbname_of(pg_url)
+    cause = _serve_refused_for_good(
+        tmp_path, capsys, monkeypatch, f"postgresql://{role}:hunter2@127.0.0.1:{port}/{db}",
+        f"postgresql://{role}:***@127.0.0.1:{port}/{db}")
+    assert f'password authentication failed for user "{role}"' in cause
+    # the right password gets past the check (then the role may not create the schema in
+    # `public`, PostgreSQL 15's default for a role that does not own the database: a
+    # permanent error too, told in one line rather than a traceback)
+    cause = _serve_refused_for_good(
+        tmp_path, capsys, monkeypatch, f"postgresql://{role}:right-one@127.0.0.1:{port}/{db}",
+        f"postgresql://{role}:***@127.0.0.1:{port}/{db}")
+    assert "permission denied for schema public" in cause and "right-one" not in cause
+
+
+def test_serve_with_a_missing_postgresql_database_or_role_is_a_configuration_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        pg_server: pg_kit.PgServer) -> None:
+    port = pg_server.port
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{port}/no_such_db"
+    cause = _serve_refused_for_good(tmp_path, capsys, monkeypatch, url,
+                                    f"postgresql://postgres:***@127.0.0.1:{port}/no_such_db")
+    assert 'database "no_such_db" does not exist' in cause
+    url = f"postgresql://no_such_role:hunter2@127.0.0.1:{port}/postgres"
+    cause = _serve_refused_for_good(tmp_path, capsys, monkeypatch, url,
+                                    f"postgresql://no_such_role:***@127.0.0.1:{port}/postgres")
+    assert 'role "no_such_role" does not exist' in cause
+
+
+@pytest.mark.parametrize("query", ["no_such_option=1", "sslmode=bogus"])
+def test_serve_with_an_invalid_postgresql_url_option_is_a_configuration_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        query: str) -> None:
+    port = _closed_port()  # refused before anything is sent
+    base = f"postgresql://schedd:hunter2@127.0.0.1:{port}/schedd"
+    cause = _serve_refused_for_good(tmp_path, capsys, monkeypatch, f"{base}?{query}",
+                                    f"postgresql://schedd:***@127.0.0.1:{port}/schedd?{query}")
+    assert query.split("=")[0] in cause
+
+
+def test_serve_with_postgresql_too_busy_exits_75(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        pg_server: pg_kit.PgServer, pg_url: str) -> None:
+    """A server that answers "too many connections" (here for one role, at its limit of
+    0) will take schedd later: temporary, exit 75."""
+    pg_server.execute("DO $$ BEGIN CREATE ROLE schedd_busy LOGIN CONNECTION LIMIT 0;"
+                      " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    port, db = pg_server.port, pg_kit.dbname_of(pg_url)
+    monkeypatch.setenv("SCHEDD_DATABASE_URL", f"postgresql://schedd_busy@127.0.0.1:{port}/{db}")
+    code, out, err = run(capsys, "serve", "--db", str(tmp_path / "s.db"))
+    assert code == EXIT_DATABASE_UNREACHABLE, err
+    assert out == "" and len(err.splitlines()) == 1 and "too many connections" in err, err
+    assert err.startswith("schedd: cannot reach PostgreSQL at postgresql://schedd_busy@"), err
 
 
 @pytest.mark.sqlite_only("a file that is not a SQLite database")

@@ -41,6 +41,44 @@ def test_statement_translation(sqlite: str, postgres: str, writes: bool) -> None
     assert pgdb.translate(sqlite) == (postgres, writes)
 
 
+_FAILED = 'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+
+
+@pytest.mark.parametrize(("message", "for_good"), [
+    # what the server answers at connect while it cannot take schedd now: temporary
+    (_FAILED + "FATAL:  the database system is starting up", False),
+    (_FAILED + "FATAL:  the database system is shutting down", False),
+    (_FAILED + "FATAL:  the database system is in recovery mode", False),
+    (_FAILED + "FATAL:  sorry, too many clients already", False),
+    (_FAILED + 'FATAL:  too many connections for role "schedd"', False),
+    (_FAILED + "FATAL:  remaining connection slots are reserved for roles with the"
+     " SUPERUSER attribute", False),
+    (_FAILED + "Connection refused\n\tIs the server running on that host and accepting"
+     " TCP/IP connections?", False),
+    (_FAILED + "timeout expired", False),
+    ("failed to resolve host 'db.internal': [Errno -3] Temporary failure in name resolution",
+     False),
+    # what trying again cannot mend
+    (_FAILED + 'FATAL:  password authentication failed for user "schedd"', True),
+    (_FAILED + 'FATAL:  role "schedd" does not exist', True),
+    (_FAILED + 'FATAL:  database "schedd" does not exist', True),
+    (_FAILED + 'FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "schedd", database'
+     ' "schedd", no encryption', True),
+    (_FAILED + 'FATAL:  permission denied for database "schedd"', True),
+    (_FAILED + "fe_sendauth: no password supplied", True),
+    (_FAILED + 'FATAL:  unrecognized configuration parameter "foo"', True),
+    ('connection is bad: invalid sslmode value: "bogus"', True),
+])
+def test_a_connection_refused_for_good_is_told_from_a_temporary_one(message: str,
+                                                                    for_good: bool) -> None:
+    import psycopg
+
+    assert pgdb.refused_for_good(psycopg.OperationalError(message)) is for_good
+    assert pgdb.refused_for_good(psycopg.ProgrammingError('invalid URI query parameter: "x"'))
+    assert pgdb.refused_for_good(psycopg.errors.InsufficientPrivilege("permission denied"))
+    assert not pgdb.refused_for_good(psycopg.errors.AdminShutdown("terminating connection"))
+
+
 def test_bools_bind_as_integers_and_nul_is_refused_as_the_clients() -> None:
     assert pgdb._bind((True, False, 3, "x", None)) == (1, 0, 3, "x", None)
     with pytest.raises(InvalidField):
