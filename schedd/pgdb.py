@@ -200,15 +200,16 @@ def migrate(url: str) -> None:
 #: libpq passes it on, decides: 28P01 invalid_password, 28000 invalid_authorization_
 #: specification (an unknown role, no pg_hba.conf entry, another method's failed
 #: authentication), 3D000 invalid_catalog_name (no such database), 42501 no CONNECT
-#: privilege, 42704 an unknown setting in `options`; and libpq's own complaints about the
-#: url (an invalid value or option, no password given where one is asked for). Anything
-#: else (refused, unknown host, timeout, 57P03 starting up or shutting down, 53300 too many
-#: connections, a message in another language) counts as temporary.
+#: privilege, 42704 and 22023 an unknown setting or a bad value in `options`; and libpq's
+#: own complaints about the url (an invalid value or option, no password given where one
+#: is asked for). Anything else (refused, unknown host, timeout, 57P03 starting up or
+#: shutting down, 53300 too many connections, a message in another language) counts as
+#: temporary.
 _REFUSED_FOR_GOOD = re.compile(
     r"password authentication failed|authentication failed for user|no password supplied"
     r'|(role|database) "[^"]*" does not exist|no pg_hba\.conf entry'
     r"|permission denied for database|unrecognized configuration parameter"
-    r"|invalid (connection option|URI|\w+ value)")
+    r"|invalid value for parameter|invalid (connection option|URI|\w+ value)")
 #: The SQLSTATEs of errors that trying again cannot mend, when psycopg has one: class 28
 #: (authorization), 3D000, and 42501 insufficient_privilege (e.g. a role without CREATE on
 #: the schema, met when migrating).

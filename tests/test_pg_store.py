@@ -67,6 +67,7 @@ _FAILED = 'connection failed: connection to server at "10.0.0.5", port 5432 fail
     (_FAILED + 'FATAL:  permission denied for database "schedd"', True),
     (_FAILED + "fe_sendauth: no password supplied", True),
     (_FAILED + 'FATAL:  unrecognized configuration parameter "foo"', True),
+    (_FAILED + 'FATAL:  invalid value for parameter "TimeZone": "Mars/Olympus"', True),
     ('connection is bad: invalid sslmode value: "bogus"', True),
 ])
 def test_a_connection_refused_for_good_is_told_from_a_temporary_one(message: str,
