@@ -491,6 +491,12 @@ class Database:
             raise RuntimeError("database is not open")
         return conn
 
+    def tx_alive(self, conn: Any) -> bool:
+        """On the writer thread, after an error inside a unit of work: whether its
+        transaction is still open and usable (a savepoint can be rolled back to), or the
+        database ended it (SQLite rolled it back itself, the connection was lost)."""
+        return self._tx.alive(conn)
+
     def _write_one(self, fn: Callable[[], T]) -> T:
         """On the writer thread: a unit alone in its transaction, then maybe a nudge to the
         checkpointer."""

@@ -4,6 +4,7 @@ each in its own savepoint, every caller answered only after the COMMIT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from schedd import db as dbmod
 from schedd.db import Conn, Database
+from schedd.store import Store
 
 
 def _insert(c: Conn, v: str) -> int:
@@ -119,6 +121,42 @@ async def test_a_lost_transaction_fails_the_units_that_shared_it_and_runs_the_re
     assert await _values(db) == ["after1", "after2"]
     # the connection is usable afterwards
     assert isinstance(await db.write(_insert, "later"), int)
+
+
+def _partly_undone(c: Conn, store: Store, fail: Callable[[Conn], Any]) -> str:
+    """A unit that writes, has a block of it undone (the block raises), then writes on."""
+    _insert(c, "kept-before")
+    with contextlib.suppress(Exception), store.undone_on_error(c):
+        _insert(c, "undone")
+        fail(c)
+    with store.undone_on_error(c):
+        _insert(c, "kept-block")
+    _insert(c, "kept-after")
+    return "ok"
+
+
+async def test_a_block_undone_on_error_is_undone_alone_inside_a_group(db: Database) -> None:
+    """Store.undone_on_error (a savepoint of its own, nested in the group's): the block's
+    writes go, the rest of its unit and the group's other units are kept."""
+    store = Store(db)
+
+    def raises(c: Conn) -> None:
+        raise LookupError("planning failed")
+
+    def violates(c: Conn) -> None:
+        _insert(c, "kept-before")  # a failed statement: UNIQUE
+
+    out = await _held_group(db, [
+        lambda c: _insert(c, "a"),
+        lambda c: _partly_undone(c, store, raises),
+        lambda c: _insert(c, "b"),
+    ])
+    assert out[1] == "ok" and isinstance(out[0], int) and isinstance(out[2], int)
+    assert await _values(db) == ["a", "kept-before", "kept-block", "kept-after", "b"]
+    # alone in its transaction (no group savepoint around it), with a failed statement
+    await db.write(lambda c: c.execute("DELETE FROM t"))
+    assert await db.write(_partly_undone, store, violates) == "ok"
+    assert await _values(db) == ["kept-before", "kept-block", "kept-after"]
 
 
 async def test_a_failing_commit_fails_every_unit_of_the_group(db: Database) -> None:

@@ -5,6 +5,7 @@ on both backends: tests/db_backend.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -194,6 +195,32 @@ async def test_pg_a_failing_commit_fails_every_unit_of_the_group(pg: Database) -
     assert all(isinstance(o, psycopg.errors.ForeignKeyViolation) for o in out)
     assert await _pg_values(pg) == []
     assert isinstance(await pg.write(_pg_insert, "c"), int)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_pg_a_block_undone_on_error_is_undone_alone_inside_a_group(pg: Database) -> None:
+    """Store.undone_on_error on PostgreSQL: a failed statement inside the block aborts the
+    transaction only until the block's savepoint is rolled back to; the unit and the
+    group go on."""
+    store = store_for(pg)
+
+    def partly_undone(c: Conn) -> str:
+        _pg_insert(c, "kept-before")
+        with contextlib.suppress(Exception), store.undone_on_error(c):
+            _pg_insert(c, "undone")
+            _pg_insert(c, "kept-before")  # a unique violation: the transaction is aborted
+        with store.undone_on_error(c):
+            _pg_insert(c, "kept-block")
+        _pg_insert(c, "kept-after")
+        return "ok"
+
+    out = await _held_group(pg, [lambda c: _pg_insert(c, "a"), partly_undone,
+                                 lambda c: _pg_insert(c, "b")])
+    assert out[1] == "ok"
+    assert await _pg_values(pg) == ["a", "kept-before", "kept-block", "kept-after", "b"]
+    await pg.write(lambda c: c.execute("DELETE FROM t"))
+    assert await pg.write(partly_undone) == "ok"  # alone: no group savepoint around it
+    assert await _pg_values(pg) == ["kept-before", "kept-block", "kept-after"]
 
 
 # ---------------------------------------------------------------- row locks between nodes

@@ -9,7 +9,8 @@ argument, so callers compose them into one unit of work run on the database's th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import Enum
 from functools import lru_cache
 from operator import attrgetter
@@ -570,6 +571,28 @@ class Store:
     def _insert_run_rows(self, c: Conn, runs: Sequence[Run]) -> None:
         """Insert several runs (PostgreSQL copies them: store/postgres.py)."""
         c.executemany(_R_INSERT, [_values(r, RUN_COLS) for r in runs])
+
+    @contextmanager
+    def undone_on_error(self, c: Conn) -> Iterator[None]:
+        """What the block writes is undone if it raises, and the rest of the transaction
+        goes on (a SAVEPOINT rolled back to; nested in the group commit's `schedd_group`
+        when the unit shares a transaction); kept if it does not raise. On PostgreSQL this
+        also ends the abort a failed statement leaves. When the database ended the whole
+        transaction itself (tx_alive is False) there is nothing to roll back to: the error
+        goes up as it is, and the caller must not go on."""
+        c.execute("SAVEPOINT schedd_plan")
+        try:
+            yield
+        except BaseException:
+            if self.db.tx_alive(c):
+                c.execute("ROLLBACK TO schedd_plan")
+                c.execute("RELEASE schedd_plan")
+            raise
+        c.execute("RELEASE schedd_plan")
+
+    def tx_alive(self, c: Conn) -> bool:
+        """After an error inside a unit of work: whether its transaction can go on."""
+        return self.db.tx_alive(c)
 
     def insert_claimed_runs(self, c: Conn, runs: Sequence[Run]) -> set[str]:
         """Insert a claim's runs; an occurrence that already has its run (the unique
