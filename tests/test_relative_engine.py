@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from engine_kit import Kit, kit
 
+from schedd.engine import claiming
 from schedd.models import EntityDefinition, Run, RunStatus, ScheduleStatus
 from schedd.timing import format_ms, load_zone, parse_instant_ms
 
@@ -391,6 +392,172 @@ async def test_a_schedule_whose_planning_raises_cancels_nothing(
         assert set(runs) == {first.scheduled_for_ms, t}
         assert runs[first.scheduled_for_ms].status is RunStatus.cancelled
         assert runs[t].status is RunStatus.running and runs[t].trigger_type.value == "catchup"
+
+
+@pytest.mark.parametrize("fault", ["settle_relative", "earliest_occurrence", "sql_error"])
+async def test_a_schedule_whose_planning_raises_after_firing_loses_no_occurrence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """The occurrences a relative schedule marked fired are unmarked when its planning
+    raises afterwards (its own savepoint is rolled back): they stay pending, the schedule is
+    pushed on, and they fire once each when it is planned again. The other schedules of
+    the same cycle fire as if nothing happened. `sql_error`: a statement fails inside the
+    database (on PostgreSQL that aborts the transaction until the savepoint is rolled
+    back; without it the whole cycle would fail)."""
+    async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:
+        d = await definition(k)
+        await put(k, d, "a", renewal="2027-01-05")
+        await put(k, d, "b", renewal="2027-01-05")
+        bad = await relative(k, d, catchup_window_minutes=120)
+        good = await relative(k, d, catchup_window_minutes=120)
+        fixed = await k.create(schedule_type="cron", schedule_expression="0 9 * * *")
+        t = ms("2027-01-05T09:00:00Z")
+        await k.run_until(t - 1)
+        failures: list[str] = []
+
+        def should_fail(sid: str) -> bool:
+            if sid == bad.id and not failures:
+                failures.append(sid)
+                return True
+            return False
+
+        if fault == "settle_relative":
+            settle = claiming.settle_relative
+
+            def settle_fails(s: Any, now: int, earliest: int | None) -> None:
+                if should_fail(s.id):
+                    raise RuntimeError("injected")
+                settle(s, now, earliest)
+
+            monkeypatch.setattr(claiming, "settle_relative", settle_fails)
+        else:
+            earliest = k.store.earliest_occurrence
+
+            def earliest_fails(c: Any, sid: str) -> int | None:
+                if should_fail(sid):
+                    if fault == "sql_error":
+                        c.execute("SELECT no_such_column FROM occurrences")
+                    raise RuntimeError("injected")
+                return earliest(c, sid)
+
+            monkeypatch.setattr(k.store, "earliest_occurrence", earliest_fails)
+        k.clock.set(t)
+        while await k.engine.tick(t):
+            await k.settle()
+        await k.settle()
+        assert failures == [bad.id]
+        # the broken one: no run, its occurrences still pending, retried an hour later
+        assert await k.runs(bad.id) == []
+        occ = await k.services.occurrences(k.tenant, bad.id, 10)
+        assert sorted((o.record_key, o.scheduled_for_ms) for o in occ) == [("a", t), ("b", t)]
+        got = await k.schedule(bad.id)
+        assert got.last_error and "cannot plan" in got.last_error
+        assert got.next_run_ms == t + HOUR
+        assert got.status is ScheduleStatus.active and got.missed_count == 0
+        # the others of the same cycle fired at t
+        assert fired(await k.runs(good.id)) == [("a", "2027-01-05T09:00:00.000Z"),
+                                                ("b", "2027-01-05T09:00:00.000Z")]
+        assert len(await k.runs(fixed.id, scheduled_for_ms=t)) == 1
+        # once the fault is gone, the next try fires each occurrence once (caught up)
+        await k.run_until(t + 2 * HOUR)
+        runs = await k.runs(bad.id)
+        assert fired(runs) == [("a", "2027-01-05T09:00:00.000Z"),
+                               ("b", "2027-01-05T09:00:00.000Z")]
+        assert_no_double(runs)
+        assert all(r.status is RunStatus.succeeded and r.started_ms == t + HOUR
+                   for r in runs)
+        got = await k.schedule(bad.id)
+        assert got.last_error is None
+        assert await k.services.occurrences(k.tenant, bad.id, 10) == []
+        assert fired(await k.runs(good.id)) == [("a", "2027-01-05T09:00:00.000Z"),
+                                                ("b", "2027-01-05T09:00:00.000Z")]
+
+
+async def test_a_schedule_whose_planning_raises_counts_no_missed_occurrence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """What planning counted on the schedule before raising (missed occurrences) is not
+    kept with the schedule when its runs are dropped: each missed occurrence is recorded,
+    counted and logged once, by the planning that succeeds."""
+    async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:
+        d = await definition(k)
+        await put(k, d, "a", renewal="2027-01-05")
+        await put(k, d, "b", renewal="2027-01-05")
+        s = await relative(k, d, catchup_window_minutes=10)
+        t = ms("2027-01-05T09:00:00Z")
+        await k.run_until(t - 1)
+        settle = claiming.settle_relative
+        failures: list[int] = []
+
+        def settle_fails(sched: Any, now: int, earliest: int | None) -> None:
+            if sched.id == s.id and len(failures) < 2:
+                failures.append(now)
+                raise RuntimeError("injected")
+            settle(sched, now, earliest)
+
+        monkeypatch.setattr(claiming, "settle_relative", settle_fails)
+        # fails at t, then again an hour later, when both occurrences are past the window
+        await k.run_until(t + HOUR)
+        assert failures == [t, t + HOUR]
+        got = await k.schedule(s.id)
+        assert got.missed_count == 0 and got.status is ScheduleStatus.active
+        assert await k.runs(s.id) == []
+        await k.run_until(t + 3 * HOUR)
+        runs = await k.runs(s.id)
+        assert sorted((r.record_key, r.scheduled_for_ms, r.status, r.error_code)
+                      for r in runs) == [("a", t, RunStatus.skipped, "missed"),
+                                         ("b", t, RunStatus.skipped, "missed")]
+        got = await k.schedule(s.id)
+        assert got.missed_count == 2 and got.last_error is None
+        said = [r.getMessage() for r in caplog.records]
+        assert [m for m in said if "record occurrence(s) older" in m] == [
+            f"schedule {s.id} missed 2 record occurrence(s) older than the catch-up window"]
+        assert len([m for m in said if "cannot be planned" in m]) == 2
+
+
+async def test_planning_that_ends_the_transaction_fails_the_whole_cycle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the database itself ended the cycle's transaction during a schedule's planning
+    (SQLite rolls it back on a full disk; a lost connection), there is no savepoint left:
+    the cycle fails as a whole instead of going on statement by statement outside any
+    transaction, and nothing of it is kept; the next cycle claims it all once."""
+    async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:
+        d = await definition(k)
+        await put(k, d, "a", renewal="2027-01-05")
+        bad = await relative(k, d, catchup_window_minutes=120)
+        good = await relative(k, d, catchup_window_minutes=120)
+        fixed = await k.create(schedule_type="cron", schedule_expression="0 9 * * *")
+        t = ms("2027-01-05T09:00:00Z")
+        await k.run_until(t - 1)
+        earliest = k.store.earliest_occurrence
+        failures: list[str] = []
+
+        def earliest_ends_the_tx(c: Any, sid: str) -> int | None:
+            if sid == bad.id and not failures:
+                failures.append(sid)
+                c.execute("ROLLBACK")  # as SQLite does itself on SQLITE_FULL
+                raise RuntimeError("injected")
+            return earliest(c, sid)
+
+        monkeypatch.setattr(k.store, "earliest_occurrence", earliest_ends_the_tx)
+        k.clock.set(t)
+        with pytest.raises(RuntimeError, match="injected"):
+            await k.engine.tick(t)
+        assert failures == [bad.id]
+        for sid in (bad.id, good.id):
+            assert await k.runs(sid) == []
+        assert await k.runs(fixed.id, scheduled_for_ms=t) == []
+        for sid in (bad.id, good.id):
+            occ = await k.services.occurrences(k.tenant, sid, 10)
+            assert [(o.record_key, o.scheduled_for_ms) for o in occ] == [("a", t)]
+            assert (await k.schedule(sid)).next_run_ms == t
+        while await k.engine.tick(t):
+            await k.settle()
+        await k.settle()
+        for sid in (bad.id, good.id):
+            runs = await k.runs(sid)
+            assert fired(runs) == [("a", "2027-01-05T09:00:00.000Z")]
+            assert_no_double(runs)
+        assert len(await k.runs(fixed.id, scheduled_for_ms=t)) == 1
 
 
 async def test_retries_keep_the_record_and_failures_count_across_records(

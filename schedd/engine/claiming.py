@@ -4,9 +4,12 @@
 in the cycle's transaction: the new runs inserted (UNIQUE(schedule, occurrence, attempt)
 forbids a double: an occurrence claimed before is neither inserted nor started), the
 schedules advanced, CANCEL_OTHER's replaced runs ended, completed schedules deleted when
-they ask for it. `start_pending_tx` starts the pending runs that came due (retries,
-deferred and triggered runs). Each run that starts is resolved once here (`prepare`: its
-payload, its record's data) and handed to the loop through `Effects.start`.
+they ask for it. A schedule whose planning raises is marked and pushed an hour on, and
+nothing of its planning is kept (a relative schedule's runs inside a savepoint of its own:
+the occurrences it marked fired are pending again). `start_pending_tx` starts the pending
+runs that came due (retries, deferred and triggered runs). Each run that starts is
+resolved once here (`prepare`: its payload, its record's data) and handed to the loop
+through `Effects.start`.
 """
 
 from __future__ import annotations
@@ -150,13 +153,22 @@ class Claimer:
                 fx.more = True  # the rest stay due for the next cycle, untouched
                 break
             claimed.append(s)
+            # what planning counts on `s` (advance_schedules writes it) and notes, restored
+            # if it raises: the missed runs it made are dropped with the rest
+            missed, notes = s.missed_count, len(fx.notes)
             try:
-                planned = (self.store.planned_starts(c, s.id, now - 60_000)
-                           if s.rate_limit_per_minute else [])
                 if s.schedule_type is ScheduleType.relative:
-                    budget -= self._plan_relative_tx(c, s, now, min(budget, PER_SCHEDULE_CAP),
-                                                     new_runs, fx, planned)
+                    # its planning writes (the occurrences it fires), so all of it is undone
+                    # if any step raises: no occurrence stays marked fired without its run
+                    with self.store.undone_on_error(c):
+                        planned = (self.store.planned_starts(c, s.id, now - 60_000)
+                                   if s.rate_limit_per_minute else [])
+                        budget -= self._plan_relative_tx(
+                            c, s, now, min(budget, PER_SCHEDULE_CAP), new_runs, fx, planned)
                 else:
+                    # reads and pure planning only: nothing written to undo
+                    planned = (self.store.planned_starts(c, s.id, now - 60_000)
+                               if s.rate_limit_per_minute else [])
                     if plan_fixed(s, now, counts.get(s.id, (0, 0)), planned, new_runs,
                                   fx.notes) and s.id not in fx.cancel_schedules:
                         fx.cancel_schedules.append(s.id)  # CANCEL_OTHER: its earlier runs
@@ -164,10 +176,14 @@ class Claimer:
                 if s.next_run_ms is not None and s.next_run_ms <= now:
                     fx.more = True
             except Exception as exc:
+                if not self.store.tx_alive(c):
+                    raise  # the database ended the cycle's transaction: nothing of it is kept
                 # One broken schedule never stops the loop: mark it, push it forward.
+                new_runs[:] = [r for r in new_runs if r.schedule_id != s.id]
+                s.missed_count = missed
+                del fx.notes[notes:]  # what planning noted of runs that are not made
                 fx.note(logging.ERROR, "schedule %s cannot be planned: %s: %s", s.id,
                         type(exc).__name__, exc)
-                new_runs[:] = [r for r in new_runs if r.schedule_id != s.id]
                 s.last_error = f"cannot plan the next run: {exc}"[:500]
                 s.next_run_ms = now + 3_600_000
             s.updated_ms = now
@@ -221,7 +237,8 @@ class Claimer:
                           fx: Effects, planned: list[int]) -> int:
         """Claim a relative schedule's due occurrences (at most `cap`), found through the
         occurrences_due index: each becomes a run of its record (or a missed or skipped
-        record, planning.plan_relative); the rows are marked fired in this transaction, and
+        record, planning.plan_relative); the rows are marked fired in this transaction (in
+        the savepoint claim_tx opens for it, rolled back if anything raises), and
         next_run_ms becomes the earliest occurrence still pending. Returns how many
         occurrences it took."""
         store = self.store
