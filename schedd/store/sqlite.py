@@ -583,12 +583,12 @@ class Store:
         c.execute("SAVEPOINT schedd_plan")
         try:
             yield
+            c.execute("RELEASE schedd_plan")  # a RELEASE that fails is rolled back too
         except BaseException:
             if self.db.tx_alive(c):
                 c.execute("ROLLBACK TO schedd_plan")
                 c.execute("RELEASE schedd_plan")
             raise
-        c.execute("RELEASE schedd_plan")
 
     def tx_alive(self, c: Conn) -> bool:
         """After an error inside a unit of work: whether its transaction can go on."""
