@@ -138,10 +138,14 @@ class ReadGate:
         self._pausing = True
         self._paused_at = now
         self.pauses += 1
+        # the bound first: whatever raises below, the pause (and the collector's) ends
+        self._timer = self.call_later(self.max_pause_s, self._bound)
         if self.collector.isenabled():
             self.collector.disable()
             self._held_gc = True
-        paused = []
+        # tracked as they are paused: if anything below raises, the bound resumes these
+        paused: list[Any] = []
+        self._paused = paused
         for proto in list(self.connections):
             t = getattr(proto, "transport", None)
             flow = getattr(proto, "flow", None)
@@ -155,15 +159,12 @@ class ReadGate:
             if t.is_reading():
                 t.pause_reading()
                 paused.append((proto, t))
-        self._paused = paused
         if not self._pausing:
-            # ended meanwhile (SIGTERM's handler stops the engine's claiming, and so its
-            # burst, between two bytecodes of this loop): read again at once
+            # ended meanwhile (a burst(False) from inside the loop above, e.g. a transport
+            # callback; SIGTERM's handler no longer does it, see daemon.py): its resume
+            # took the list as it was then; every one paused is read again
             self._release_gc()
             self._resume_all(paused)
-            self._paused = []
-            return
-        self._timer = self.call_later(self.max_pause_s, self._bound)
 
     def _deferred(self) -> None:
         self._timer = None

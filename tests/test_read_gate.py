@@ -254,6 +254,23 @@ def test_the_collector_waits_for_the_pause_within_its_bound() -> None:
     assert gc.enabled and reading(conns) == [True]
 
 
+def test_a_transport_that_raises_while_pausing_leaves_nothing_paused_past_the_bound() -> None:
+    gc = Collector()
+    gate, conns, timers = gate_with(3, max_pause_s=0.1, collector=gc)
+    order = sorted(conns, key=id)
+    gate.connections = order  # walked in this order
+
+    def broken() -> None:
+        raise OSError("transport gone")
+    order[1].transport.pause_reading = broken  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        gate.burst(True)
+    assert [p.transport.is_reading() for p in order] == [False, True, True] and not gc.enabled
+    timers.advance(0.101)  # the bound ends it all the same
+    assert [p.transport.is_reading() for p in order] == [True, True, True] and gc.enabled
+    assert gate.bounded == 1 and not gate.paused
+
+
 def test_continuous_due_work_never_holds_the_api_beyond_the_bounds() -> None:
     """Bursts back to back for 10 s (a backlog, W2): every pause <= max_pause_s, and at
     least min_read_s of reading between two pauses."""
@@ -495,6 +512,48 @@ async def test_a_cycle_that_ends_inside_the_lead_opens_the_burst_at_once(
         k.clock.set(due)
         await until(lambda: len(calls) == 2)
         assert calls[1] == (False, due, 3)
+        await k.engine.stop(0)
+
+
+@pytest.mark.usefixtures("database_url")
+async def test_a_slow_manual_trigger_in_the_lead_does_not_hold_the_burst(
+        tmp_path: Path) -> None:
+    """A run triggered by hand in the lead is no part of the due instant's burst: the
+    burst ends when the due runs ended, whatever the manual one still does."""
+    async with leading(tmp_path) as (k, calls):
+        s = await k.create(name="manual-hang", schedule_expression="1h",
+                           headers={"x-hang": "1"})
+        due = T0 + 10_000
+        await k.engine.start()
+        await until(lambda: due - 20 in k.clock.sleeps)
+        k.clock.set(due - 20)
+        await until(lambda: len(calls) == 1)
+        await k.services.trigger_schedule(k.tenant, s.id)
+        await until(lambda: len(k.runner.calls) == 1 and len(k.engine.inflight) == 1)
+        await until(lambda: k.clock.sleeps[-1] == due)
+        k.clock.set(due)
+        await until(lambda: len(k.runner.calls) == 4)
+        await until(lambda: len(calls) == 2)
+        assert calls[1][0] is False and len(k.engine.inflight) == 1  # the manual one hangs
+        await k.engine.stop(0)
+
+
+async def test_a_burst_handler_that_raises_leaves_the_loop_firing(tmp_path: Path) -> None:
+    async with leading(tmp_path) as (k, calls):
+        def broken(on: bool) -> None:
+            calls.append((on, k.clock.now_ms(), len(k.runner.calls)))
+            raise RuntimeError("gate broken")
+
+        k.engine.on_burst = broken
+        due = T0 + 10_000
+        await k.engine.start()
+        await until(lambda: due - 20 in k.clock.sleeps)
+        k.clock.set(due - 20)
+        await until(lambda: len(calls) == 1)
+        await until(lambda: k.clock.sleeps[-1] == due)
+        k.clock.set(due)
+        await until(lambda: len(k.runner.calls) == 3 and len(calls) == 2)
+        await until(lambda: k.clock.sleeps[-1] == due + 10_000 - 20)  # and on it goes
         await k.engine.stop(0)
 
 
