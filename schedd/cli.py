@@ -42,7 +42,7 @@ def _db_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, **flags: Any) -> config.Settings:
-    from schedd.db import SchemaTooNew, check_schema
+    from schedd.db import SchemaTooNew, check_schema, fault_kind
 
     try:
         settings = config.load(args.config, {"db": args.db, **flags})
@@ -51,6 +51,11 @@ def _settings(args: argparse.Namespace, **flags: Any) -> config.Settings:
     except (ConfigError, SchemaTooNew) as exc:
         _die(str(exc))
     except sqlite3.DatabaseError as exc:
+        if fault_kind(exc) is not None:
+            # locked by another process, an I/O error, a file that cannot be opened now:
+            # worth trying again (75, which the systemd unit retries; 2 it does not)
+            _die(f"{args.db or 'the database'}: cannot be read now ({exc})",
+                 EXIT_DATABASE_UNREACHABLE)
         _die(f"{args.db or 'the database'}: not a schedd database ({exc})")
     return settings
 

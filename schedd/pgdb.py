@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -198,15 +199,16 @@ def migrate(url: str) -> None:
 #: What a connection refused for good looks like. libpq keeps no SQLSTATE for a failed
 #: connection (psycopg's OperationalError has sqlstate None), so the server's message, as
 #: libpq passes it on, decides: 28P01 invalid_password, 28000 invalid_authorization_
-#: specification (an unknown role, no pg_hba.conf entry, another method's failed
-#: authentication), 3D000 invalid_catalog_name (no such database), 42501 no CONNECT
-#: privilege, 42704 and 22023 an unknown setting or a bad value in `options`; and libpq's
-#: own complaints about the url (an invalid value or option, no password given where one
-#: is asked for). Anything else (refused, unknown host, timeout, 57P03 starting up or
-#: shutting down, 53300 too many connections, a message in another language) counts as
-#: temporary.
+#: specification (an unknown role, no pg_hba.conf entry, a failed peer or certificate
+#: authentication; not LDAP, RADIUS or PAM, whose "authentication failed" is also what
+#: an unreachable LDAP or RADIUS server gives: temporary, then), 3D000
+#: invalid_catalog_name (no such database), 42501 no CONNECT privilege, 42704 and 22023
+#: an unknown setting or a bad value in `options`; and libpq's own complaints about the
+#: url (an invalid value or option, no password given where one is asked for). Anything
+#: else (refused, unknown host, timeout, 57P03 starting up or shutting down, 53300 too
+#: many connections, a message in another language) counts as temporary.
 _REFUSED_FOR_GOOD = re.compile(
-    r"password authentication failed|authentication failed for user|no password supplied"
+    r"(password|peer|certificate) authentication failed for user|no password supplied"
     r'|(role|database) "[^"]*" does not exist|no pg_hba\.conf entry'
     r"|permission denied for database|unrecognized configuration parameter"
     r"|invalid value for parameter|invalid (connection option|URI|\w+ value)")
@@ -368,10 +370,25 @@ def _probe(conn: PgConn) -> None:
 
 
 def _scrub(text: str, url: str) -> str:
-    """An error message without the url's password."""
+    """An error message without the url's passwords (`password`, `sslpassword`), also
+    when the url cannot be parsed: psycopg's parser quotes the part it could not read,
+    which may be the password itself, so they are then found in the raw text too."""
+    secrets: set[str] = set()
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error:
-        return text
-    password = info.get("password")
-    return text.replace(str(password), "********") if password else text
+        info = {}
+    secrets.update(str(info[k]) for k in ("password", "sslpassword") if info.get(k))
+    _, sep, rest = url.partition("://")
+    if sep:
+        authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+        userinfo = authority.rpartition("@")[0]
+        if ":" in userinfo:
+            raw = userinfo.split(":", 1)[1]
+            secrets.update((raw, urllib.parse.unquote(raw)))
+    for m in re.finditer(r"(?i)\b(?:ssl)?password\s*=\s*('[^']*'|[^&\s]*)", url):
+        raw = m.group(1).strip("'")
+        secrets.update((raw, urllib.parse.unquote(raw)))
+    for secret in sorted((x for x in secrets if x), key=len, reverse=True):
+        text = text.replace(secret, "********")
+    return text

@@ -245,6 +245,41 @@ def test_serve_with_an_invalid_postgresql_url_option_is_a_configuration_error(
     assert query.split("=")[0] in cause
 
 
+def test_a_url_that_cannot_be_parsed_is_told_without_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg's parser quotes the part it cannot read, here the password itself."""
+    port = _closed_port()
+    for url, secret in ((f"postgresql://schedd:sec%ZZret@127.0.0.1:{port}/schedd", "sec%ZZret"),
+                        (f"postgresql://schedd@127.0.0.1:{port}/schedd?password=sec%ZZret",
+                         "sec%ZZret")):
+        monkeypatch.setenv("SCHEDD_DATABASE_URL", url)
+        code, out, err = run(capsys, "serve", "--db", str(tmp_path / "s.db"))
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert secret not in err and "sec%" not in err and "ZZret" not in err, err
+        assert "Traceback" not in err
+
+
+def test_an_sqlite_database_that_cannot_be_read_now_exits_75(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locked by another process or an I/O error at start: temporary (75, which the systemd
+    unit retries), not \"not a schedd database\" (2, which it does not)."""
+    import schedd.db
+
+    def locked(path: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(schedd.db, "check_schema", locked)
+    code, _, err = run(capsys, "serve", "--db", str(tmp_path / "s.db"))
+    assert code == EXIT_DATABASE_UNREACHABLE, err
+    assert "cannot be read now" in err and "database is locked" in err
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    monkeypatch.undo()
+    code, _, err = run(capsys, "serve", "--db", str(tmp_path / "junk.db"))
+    assert code == 2 and "not a schedd database" in err, err
+
+
 def test_serve_with_postgresql_too_busy_exits_75(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         pg_server: pg_kit.PgServer, pg_url: str) -> None:
