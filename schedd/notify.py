@@ -4,7 +4,8 @@ cancelled (cancel), an API key was revoked (revoked). Each is a hint that makes 
 node act sooner, never the only way it learns: the database stays the truth, and without
 any signal a node still finds the work at its next wake, a worker's long poll looks again
 every second, the node running a cancelled run stops it at its next lease renewal, and a
-node forgets a verified key within services.AUTH_CACHE_S.
+node forgets a verified key within services.AUTH_CACHE_S. A notifier that may have missed
+signals (a reconnect) says so to every subscriber with LOST.
 
 `LocalHub` delivers within one process: the engines subscribed to the same hub (tests run
 two nodes in one process; a daemon on SQLite has its own, with nobody else on it). A
@@ -27,6 +28,12 @@ CANCEL = "cancel"  # a run id whose action must stop wherever it runs
 # an API key id that was revoked: forget the keys verified lately (services' auth cache).
 # Sent by the store inside the revoking transaction (sender "-"), not through publish.
 REVOKED = "revoked"
+# any of the above may have been missed (no argument): the notifier lost its way to the
+# other nodes for a while (PostgreSQL's listener reconnected) and tells every subscriber
+# once it is back, so that each acts as on every kind of signal at once (wakes its loop
+# and its long polls, checks the runs executing here, forgets the keys it verified): a
+# signal lost in the gap then costs one reconnect, not the whole fallback bound.
+LOST = "lost"
 #: PostgreSQL's channel of these signals (schedd/notify_pg.py)
 CHANNEL = "schedd"
 

@@ -5,8 +5,15 @@ event loop or on the writer's transactions: the listener LISTENs on channel `sch
 hands each notification to the loop (call_soon_threadsafe); the sender takes what the loop
 published from a queue and sends everything queued so far in one statement (a burst of
 schedule changes costs one round trip, and WAKE signals are folded into the earliest).
-A lost connection is reconnected after a pause; signals sent meanwhile are lost, which is
-fine (they are hints: see notify.py).
+A lost connection is reconnected after a pause. The signals sent meanwhile are lost (they
+are hints: see notify.py), so once the listener LISTENs again it delivers LOST to every
+subscriber, who then acts as if any signal might have come: a key revoked through another
+node during the gap is forgotten at the reconnect (not up to services.AUTH_CACHE_S later),
+a change made there wakes the loop, a cancel is looked for at once. The gap is what the
+listener needs to notice (at once for a connection the server closed, as when it is
+terminated or restarts) plus RETRY_S and the reconnect. A signal the sender could not send
+is lost for the other nodes without their knowing: they find the change by their fallback
+bounds.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import queue
 import threading
 from typing import Any
 
-from schedd.notify import CHANNEL, WAKE, Handler, decode, encode
+from schedd.notify import CHANNEL, LOST, WAKE, Handler, decode, encode
 
 log = logging.getLogger("schedd.notify")
 
@@ -62,16 +69,22 @@ class PgNotifier:
             await loop.run_in_executor(None, t.join, 5.0)
 
     # ------------------------------------------------------------------ threads
-    def _connect(self) -> Any:
+    def _connect(self, role: str) -> Any:
         import psycopg
 
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        # application_name: which connection is which in pg_stat_activity
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                               application_name=f"schedd-notify-{role}")
 
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                with self._connect() as conn:
+                with self._connect("listen") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if self._listening.is_set():  # again: what came meanwhile is lost
+                        log.info("listening for other nodes' signals again; any sent "
+                                 "meanwhile are treated as lost")
+                        self._deliver_all(LOST)
                     self._listening.set()
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=0.5):
@@ -93,6 +106,14 @@ class PgNotifier:
             if node_id != sender:
                 loop.call_soon_threadsafe(_deliver, handler, kind, arg)
 
+    def _deliver_all(self, kind: str, arg: str = "") -> None:
+        """The notifier's own signal (LOST), to every subscriber."""
+        loop = self._loop
+        if loop is None:
+            return
+        for handler in list(self._handlers.values()):
+            loop.call_soon_threadsafe(_deliver, handler, kind, arg)
+
     def _send(self) -> None:
         conn: Any = None
         while True:
@@ -112,7 +133,7 @@ class PgNotifier:
             payloads = _fold(batch)
             try:
                 if conn is None or conn.closed:
-                    conn = self._connect()
+                    conn = self._connect("send")
                 conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
                              (CHANNEL, payloads))
             except Exception as exc:

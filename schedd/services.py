@@ -37,7 +37,7 @@ from schedd.models import (
     ScheduleType,
     new_id,
 )
-from schedd.notify import REVOKED
+from schedd.notify import LOST, REVOKED
 from schedd.store import Store, Tx
 
 if TYPE_CHECKING:
@@ -256,7 +256,10 @@ class Services:
     # On a shared database (PostgreSQL) the nodes do not share that file: the revoking
     # transaction also NOTIFYs every node (store.signal_revocation), whose listener calls
     # on_signal, which changes the mark the same way. A signal lost while a node's
-    # listener reconnects leaves that node trusting the key for at most AUTH_CACHE_S.
+    # listener reconnects is made up for by the LOST the listener delivers once it is back
+    # (the node forgets every verified key then); a signal lost any other way (a node's
+    # listener that has not noticed its connection is gone) leaves that node trusting the
+    # key for at most AUTH_CACHE_S.
     def _revocation_mark(self) -> tuple[tuple[int, int, int] | None, int]:
         return self._revocation_file_mark(), self._revocations
 
@@ -274,8 +277,9 @@ class Services:
         """Another node's signal (schedd/notify.py): a revoked key (any node's, or
         `schedd keys revoke`'s) makes this node forget the keys it verified lately. The
         revoked key's id is not needed: the cache is keyed by hash, and revocations are
-        rare."""
-        if kind == REVOKED:
+        rare. LOST (signals may have been missed: the listener reconnected) counts as a
+        revocation."""
+        if kind in (REVOKED, LOST):
             self._revocations += 1
 
     def _signal_revocation(self) -> None:

@@ -21,7 +21,7 @@ from schedd.db import Database
 from schedd.engine import Engine
 from schedd.models import Run, RunStatus
 from schedd.node_file import NodeFile
-from schedd.notify import LocalHub
+from schedd.notify import LOST, LocalHub
 from schedd.timing import UTC, parse_instant_ms
 
 # the engine tests run on SQLite and on PostgreSQL (tests/db_backend.py)
@@ -326,6 +326,31 @@ async def test_a_schedule_changed_through_one_node_wakes_the_others(tmp_path: Pa
             await asyncio.sleep(0)
         assert b._wake.is_set()
         assert s.next_run_ms == T + 10_000
+
+
+async def test_a_node_told_that_signals_were_lost_acts_as_on_every_signal(
+        tmp_path: Path) -> None:
+    """LOST (a notifier reconnected: schedd/notify.py) wakes the loop and the long polls
+    and makes the next cycle renew the leases, which finds a run cancelled elsewhere
+    whose signal was lost, without waiting for the renewal's turn."""
+    async with kit(tmp_path, T) as k:
+        run = await hung_run(k)
+        b = node(k)  # no notifier shared with A: B's cancel signal never reaches A
+        task = k.engine.inflight[run.id]
+        await b.cancel(k.tenant, run.id, "from node B")
+        await k.engine.tick(k.clock.now_ms())  # the renewal is not due: A does not know
+        await asyncio.sleep(0)
+        assert not task.done() and run.id in k.engine.inflight
+        k.engine._wake.clear()
+        waiting = k.engine.leases._queue_event
+        k.engine._on_signal(LOST, "")
+        assert k.engine._wake.is_set() and waiting.is_set()
+        await k.engine.tick(k.clock.now_ms())  # the same instant: the renewal finds the cancel
+        await asyncio.sleep(0)
+        assert task.done() and run.id not in k.engine.inflight
+        await k.engine._flush()
+        [r] = await chain(k, run)
+        assert (r.status, r.error_message) == (RunStatus.cancelled, "from node B")
 
 
 async def test_the_hub_tells_every_other_subscriber_and_not_the_sender(

@@ -1,13 +1,17 @@
 """The nodes' signals over a real PostgreSQL's LISTEN/NOTIFY (schedd/notify_pg.py): what one
 node publishes reaches the others' handlers and not its own, a burst of wake-ups is folded
-into one signal, and closing stops both threads."""
+into one signal, closing stops both threads, and a listener that reconnected tells its
+subscribers that signals were lost."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
-from schedd.notify import CANCEL, QUEUED, WAKE, decode, encode
+import psycopg
+
+from schedd.notify import CANCEL, LOST, QUEUED, REVOKED, WAKE, decode, encode
 from schedd.notify_pg import PgNotifier, _fold
 
 
@@ -38,6 +42,67 @@ async def test_a_signal_reaches_the_other_nodes_and_not_its_sender(pg_url: str) 
         await asyncio.sleep(0.2)  # nothing else comes: no echo of one's own signals
         assert len(got_a) == 1 and len(got_b) == 2
     finally:
+        await a.close()
+        await b.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("schedd-notify")]
+
+
+def hold_reconnect(notifier: PgNotifier) -> tuple[threading.Event, threading.Event]:
+    """(reconnecting, allow): the notifier's listener, once it has listened, waits at its
+    next connect (a reconnect) until `allow` is set, having set `reconnecting`: a test can
+    then act in the gap however slow the box is. Started or not."""
+    reconnecting, allow = threading.Event(), threading.Event()
+    real = notifier._connect
+
+    def connect(role: str) -> Any:
+        if role == "listen" and notifier._listening.is_set():
+            reconnecting.set()
+            assert allow.wait(30)
+        return real(role)
+
+    notifier._connect = connect  # type: ignore[method-assign]
+    return reconnecting, allow
+
+
+def terminate_listener(url: str) -> None:
+    """End the listening connections' backends on `url`'s database, as a server restart or
+    a network failure would."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name"
+            " = 'schedd-notify-listen' AND datname = current_database()").fetchall()
+    assert ended and all(ok for (ok,) in ended), ended
+
+
+async def test_a_reconnected_listener_tells_every_subscriber_that_signals_were_lost(
+        pg_url: str) -> None:
+    a, b = PgNotifier(pg_url), PgNotifier(pg_url)
+    got: dict[str, list[tuple[str, str]]] = {"engine": [], "auth": []}
+    a.subscribe("node-a", lambda kind, arg: None)
+    b.subscribe("node-b", lambda kind, arg: got["engine"].append((kind, arg)))
+    b.subscribe("node-b/auth", lambda kind, arg: got["auth"].append((kind, arg)))
+    reconnecting, allow = hold_reconnect(b)
+    await a.start()
+    await b.start()
+    try:
+        a.publish("node-a", WAKE, "1")
+        await _until(lambda: got["engine"] == [(WAKE, "1")])
+        terminate_listener(pg_url)  # a's listener too: it reconnects at once (not held)
+        await _until(reconnecting.is_set)
+        # sent in the gap: b cannot hear it
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('schedd', %s)", (encode("-", REVOKED, "key-1"),))
+        a.publish("node-a", CANCEL, "run-1")
+        await asyncio.sleep(0.2)
+        assert got["engine"] == [(WAKE, "1")] and got["auth"] == [(WAKE, "1")]
+        allow.set()
+        # back: both subscribers hear LOST (once), not the signals of the gap
+        await _until(lambda: (LOST, "") in got["engine"] and (LOST, "") in got["auth"])
+        a.publish("node-a", QUEUED)  # and signals flow again
+        await _until(lambda: got["engine"][-1:] == [(QUEUED, "")])
+        assert got["engine"] == got["auth"] == [(WAKE, "1"), (LOST, ""), (QUEUED, "")]
+    finally:
+        allow.set()
         await a.close()
         await b.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("schedd-notify")]

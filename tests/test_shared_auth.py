@@ -23,12 +23,14 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient, TestClient
+from test_notify_pg import hold_reconnect, terminate_listener
 
 from schedd.cli import main
 from schedd.clock import FakeClock
 from schedd.config import Settings
 from schedd.console import session
 from schedd.daemon import build_app
+from schedd.notify_pg import PgNotifier
 from schedd.services import CONSOLE_SECRET
 
 T0 = 1_795_338_000_000
@@ -96,6 +98,33 @@ async def test_a_key_revoked_through_one_node_is_refused_by_another(
         assert (await b.get("/v1/schedules", headers={"X-Api-Key": keys[2][1]})
                 ).status_code == 200
         assert svc_a.settings.database_url not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_key_revoked_while_a_nodes_listener_reconnects_is_refused_once_it_is_back(
+        make_settings: Callable[..., Settings], tmp_path: Path, backend: str) -> None:
+    """The revocation's signal is lost for B (its listener's connection was ended and it
+    has not listened again yet); B's reconnect counts as "anything may have been
+    signalled" (LOST), so B forgets the key then, not when its cache would expire (never
+    here: B's clock does not move)."""
+    app_a, app_b = _two_nodes(make_settings, tmp_path)
+    async with AsyncTestClient(app=app_a) as a, AsyncTestClient(app=app_b) as b:
+        svc_a, svc_b = a.app.state.services, b.app.state.services
+        key_id, key = a.blocking_portal.call(svc_a.create_key, "default")
+        assert (await b.get("/v1/schedules", headers={"X-Api-Key": key})).status_code == 200
+        assert svc_b.engine is not None and isinstance(svc_b.engine.notifier, PgNotifier)
+        reconnecting, allow = hold_reconnect(svc_b.engine.notifier)
+        try:
+            terminate_listener(svc_a.settings.database_url)  # A's and B's listeners
+            assert reconnecting.wait(10)  # B noticed, and waits to connect again
+            a.blocking_portal.call(svc_a.revoke_key, key_id)  # its NOTIFY: lost for B
+            time.sleep(0.3)  # were it heard, B would refuse the key within this
+            r = await b.get("/v1/schedules", headers={"X-Api-Key": key})
+            assert r.status_code == 200  # B trusts what it verified: the window closed below
+            allow.set()
+            await _refused_within(b, key, SIGNAL_BOUND_S)
+        finally:
+            allow.set()
 
 
 async def _sign_in(client: AsyncTestClient[Any], key: str) -> str:

@@ -53,7 +53,7 @@ from schedd.models import (
     TriggerType,
     new_id,
 )
-from schedd.notify import CANCEL, QUEUED, WAKE, LocalHub, Notifier
+from schedd.notify import CANCEL, LOST, QUEUED, WAKE, LocalHub, Notifier
 from schedd.outcomes import Outcome
 from schedd.store import Store, Tx
 
@@ -225,6 +225,11 @@ class Engine:
                 self.leases.notify()
         elif kind == CANCEL:
             self._cancel_task(arg)
+        elif kind == LOST:  # any of the above may have been missed: act as on all of them
+            self._lease_due_ms = 0  # the next cycle renews the leases: finds cancelled runs
+            self.wake()
+            if not self.leases.stopping:
+                self.leases.notify()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """The loop is alive when it woke within twice its sleep cap."""
