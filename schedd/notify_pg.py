@@ -31,6 +31,7 @@ log = logging.getLogger("schedd.notify")
 __all__ = ["CHANNEL", "PgNotifier"]
 
 RETRY_S = 1.0
+START_WAIT_S = 10.0  # how long start() waits for the listener to listen
 _STOP = object()
 
 
@@ -42,6 +43,7 @@ class PgNotifier:
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._listening = threading.Event()
+        self._late = False  # start() went on before the listener listened
         self._threads: list[threading.Thread] = []
 
     async def start(self) -> None:
@@ -52,7 +54,12 @@ class PgNotifier:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        await asyncio.get_running_loop().run_in_executor(None, self._listening.wait, 10.0)
+        if not await asyncio.get_running_loop().run_in_executor(
+                None, self._listening.wait, START_WAIT_S):
+            # the node goes on without (the signals are hints); what it misses until the
+            # listener listens counts as lost then
+            self._late = True
+            log.warning("not listening for other nodes' signals yet; starting without")
 
     def subscribe(self, node_id: str, handler: Handler) -> None:
         self._handlers[node_id] = handler
@@ -81,7 +88,8 @@ class PgNotifier:
             try:
                 with self._connect("listen") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    if self._listening.is_set():  # again: what came meanwhile is lost
+                    # again, or late: what came meanwhile is lost
+                    if self._listening.is_set() or self._late:
                         log.info("listening for other nodes' signals again; any sent "
                                  "meanwhile are treated as lost")
                         self._deliver_all(LOST)

@@ -10,7 +10,9 @@ import threading
 from typing import Any
 
 import psycopg
+import pytest
 
+from schedd import notify_pg
 from schedd.notify import CANCEL, LOST, QUEUED, REVOKED, WAKE, decode, encode
 from schedd.notify_pg import PgNotifier, _fold
 
@@ -106,6 +108,30 @@ async def test_a_reconnected_listener_tells_every_subscriber_that_signals_were_l
         await a.close()
         await b.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("schedd-notify")]
+
+
+async def test_a_listener_that_listens_only_after_the_start_went_on_says_signals_were_lost(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notify_pg, "START_WAIT_S", 0.2)
+    n = PgNotifier(pg_url)
+    got: list[tuple[str, str]] = []
+    n.subscribe("node", lambda kind, arg: got.append((kind, arg)))
+    allow = threading.Event()
+    real = n._connect
+
+    def connect(role: str) -> Any:
+        assert allow.wait(30)  # the server answers only after start() gave up waiting
+        return real(role)
+
+    n._connect = connect  # type: ignore[method-assign]
+    try:
+        await n.start()  # goes on without the listener
+        assert not n._listening.is_set()
+        allow.set()
+        await _until(lambda: got == [(LOST, "")])
+    finally:
+        allow.set()
+        await n.close()
 
 
 def test_a_burst_of_wakes_is_folded_into_the_earliest() -> None:
