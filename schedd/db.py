@@ -128,6 +128,17 @@ def fault_kind(exc: BaseException) -> str | None:
     return next((kind for needle, kind in _FAULT_MESSAGES if needle in text), None)
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether an error raised inside a unit of work is the storage's, for now (SQLite's
+    BUSY, LOCKED, FULL, IOERR, READONLY, CANTOPEN: `fault_kind`; NOMEM, which sqlite3
+    raises as MemoryError), not the unit's: the same statements can succeed on a later
+    try, so the whole transaction is failed and tried again rather than the error
+    swallowed as the unit's own (a relative schedule's planning, engine/claiming.py).
+    A constraint, a type or syntax error, a corrupt file is not: it would fail again."""
+    return (isinstance(exc, StorageUnavailable | MemoryError)
+            or (isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None))
+
+
 def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
     if not fut.done():
         fut.set_result(result)
@@ -496,6 +507,11 @@ class Database:
         transaction is still open and usable (a savepoint can be rolled back to), or the
         database ended it (SQLite rolled it back itself, the connection was lost)."""
         return self._tx.alive(conn)
+
+    def transient(self, exc: BaseException) -> bool:
+        """After an error inside a unit of work: whether it is the storage's, for now
+        (`transient`), so that the whole unit should fail and be tried again."""
+        return transient(exc)
 
     def _write_one(self, fn: Callable[[], T]) -> T:
         """On the writer thread: a unit alone in its transaction, then maybe a nudge to the

@@ -159,6 +159,34 @@ def fault_kind(exc: BaseException) -> str | None:
     return None
 
 
+#: The SQLSTATEs (classes by their first two characters) of an error that says nothing of
+#: the statement, only of the moment: the same statements can succeed on a later try.
+#: 08 connection exception; 40 transaction rollback (40001 serialization_failure, 40P01
+#: deadlock_detected, 40003 statement_completion_unknown) but not 40002, a deferred
+#: constraint that fails again; 53 insufficient resources (disk full, out of memory, too
+#: many connections); 55P03 lock_not_available (lock_timeout, NOWAIT) but not the rest of
+#: class 55 (an object in the wrong state stays so); 57 operator intervention (57014
+#: query_canceled and statement_timeout, an administrator's shutdown or cancel, a server
+#: restarting); 58 the server's own I/O; 25006 a read-only server (a standby after a
+#: failover). Not 54 program_limit_exceeded: a statement too large is so again.
+_TRANSIENT_STATES = frozenset({"08", "40", "53", "55P03", "57", "58", "25006"})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an error raised inside a unit of work is the storage's, for now
+    (_TRANSIENT_STATES, or a connection error libpq gives no SQLSTATE), not the unit's: a
+    constraint, a type or syntax error, a corrupt index (XX) would fail again. Each such
+    error has a `fault_kind`, so that the write fails as StorageUnavailable."""
+    if isinstance(exc, StorageUnavailable | MemoryError):
+        return True
+    if not isinstance(exc, psycopg.Error) or fault_kind(exc) is None:
+        return False
+    state = exc.sqlstate
+    if state is None:  # libpq's own: the connection was lost or refused
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state != "40002" and (state in _TRANSIENT_STATES or state[:2] in _TRANSIENT_STATES)
+
+
 def _connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                            application_name="schedd")
@@ -328,6 +356,9 @@ class PgDatabase(Database):
         if wrote:
             self.fault = None
         return result
+
+    def transient(self, exc: BaseException) -> bool:
+        return transient(exc)
 
     async def probe_write(self) -> None:
         await self.write(_probe)

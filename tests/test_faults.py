@@ -282,6 +282,38 @@ def test_fault_kinds_by_message(message: str, kind: str | None) -> None:
     assert dbmod.fault_kind(sqlite3.IntegrityError(message)) is None
 
 
+@pytest.mark.parametrize(("exc", "transient"), [
+    # the storage's, for now: the cycle fails and is tried again
+    (sqlite3.OperationalError("database or disk is full"), True),
+    (sqlite3.OperationalError("database is locked"), True),
+    (sqlite3.OperationalError("database table is locked"), True),
+    (sqlite3.OperationalError("disk I/O error"), True),
+    (sqlite3.OperationalError("attempt to write a readonly database"), True),
+    (MemoryError(), True),  # SQLITE_NOMEM, as sqlite3 raises it
+    (StorageUnavailable("io", "lost"), True),
+    # the statement's or the code's: it would fail again
+    (sqlite3.OperationalError("no such column: x"), False),
+    (sqlite3.IntegrityError("UNIQUE constraint failed: runs.id"), False),
+    (sqlite3.DatabaseError("database disk image is malformed"), False),
+    (RuntimeError("database is locked"), False),
+    (ValueError("bad filter"), False),
+])
+def test_transient_errors_are_told_from_the_units_own(exc: BaseException,
+                                                      transient: bool) -> None:
+    assert dbmod.transient(exc) is transient
+
+
+def test_transient_sqlite_errors_by_result_code() -> None:
+    def coded(code: int) -> sqlite3.OperationalError:
+        exc = sqlite3.OperationalError("whatever")
+        exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+        return exc
+
+    # BUSY, LOCKED, READONLY, IOERR (and an extended IOERR_WRITE), FULL, CANTOPEN
+    assert [c for c in (5, 6, 8, 10, 778, 13, 14, 1, 11, 19, 26) if dbmod.transient(coded(c))] \
+        == [5, 6, 8, 10, 778, 13, 14]
+
+
 # ---------------------------------------------------------------------- the clock jumps
 def occurrences(runs: list[Run]) -> Counter[int]:
     """How many attempt-1 runs each occurrence has (missed records excluded)."""

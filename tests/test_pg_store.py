@@ -81,6 +81,50 @@ def test_a_connection_refused_for_good_is_told_from_a_temporary_one(message: str
     assert not pgdb.refused_for_good(psycopg.errors.AdminShutdown("terminating connection"))
 
 
+@pytest.mark.parametrize(("name", "transient"), [
+    # the moment's: the whole transaction is tried again
+    ("DeadlockDetected", True),  # 40P01
+    ("SerializationFailure", True),  # 40001
+    ("StatementCompletionUnknown", True),  # 40003
+    ("LockNotAvailable", True),  # 55P03, lock_timeout
+    ("QueryCanceled", True),  # 57014, statement_timeout
+    ("AdminShutdown", True),  # 57P01
+    ("CannotConnectNow", True),  # 57P03
+    ("DiskFull", True),  # 53100
+    ("OutOfMemory", True),  # 53200
+    ("TooManyConnections", True),  # 53300
+    ("ConnectionFailure", True),  # 08006
+    ("IoError", True),  # 58030
+    ("ReadOnlySqlTransaction", True),  # 25006, a standby
+    # the statement's: it would fail again
+    ("TransactionIntegrityConstraintViolation", False),  # 40002
+    ("ProgramLimitExceeded", False),  # 54000
+    ("ObjectNotInPrerequisiteState", False),  # 55000
+    ("UniqueViolation", False),
+    ("InvalidTextRepresentation", False),
+    ("UndefinedColumn", False),
+    ("DataCorrupted", False),  # XX001
+])
+def test_transient_errors_are_told_from_the_statements_own(name: str,
+                                                           transient: bool) -> None:
+    import psycopg
+
+    exc = getattr(psycopg.errors, name)("message")
+    assert pgdb.transient(exc) is transient
+    if transient:  # so that the write fails as a storage fault
+        assert pgdb.fault_kind(exc) is not None
+
+
+def test_transient_connection_errors_without_a_sqlstate() -> None:
+    import psycopg
+
+    assert pgdb.transient(psycopg.OperationalError("server closed the connection"))
+    assert pgdb.transient(psycopg.InterfaceError("the connection is closed"))
+    assert pgdb.transient(StorageUnavailable("io", "lost"))
+    assert not pgdb.transient(psycopg.ProgrammingError("syntax error"))
+    assert not pgdb.transient(RuntimeError("deadlock detected"))
+
+
 def test_bools_bind_as_integers_and_nul_is_refused_as_the_clients() -> None:
     assert pgdb._bind((True, False, 3, "x", None)) == (1, 0, 3, "x", None)
     with pytest.raises(InvalidField):

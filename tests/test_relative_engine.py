@@ -5,14 +5,17 @@ Each test states its timeline and asserts the exact instants: none missing, none
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import db_backend
 import pytest
 from engine_kit import Kit, kit
 
 from schedd.engine import claiming
+from schedd.errors import StorageUnavailable
 from schedd.models import EntityDefinition, Run, RunStatus, ScheduleStatus
 from schedd.timing import format_ms, load_zone, parse_instant_ms
 
@@ -558,6 +561,140 @@ async def test_planning_that_ends_the_transaction_fails_the_whole_cycle(
             assert fired(runs) == [("a", "2027-01-05T09:00:00.000Z")]
             assert_no_double(runs)
         assert len(await k.runs(fixed.id, scheduled_for_ms=t)) == 1
+
+
+def _transient_fault(c: Any, fault: str) -> None:
+    """Raise, inside the planning of a relative schedule, an error that is the storage's
+    for now: `injected` as the driver raises it (a deadlock the server broke on
+    PostgreSQL, a full disk on SQLite), `server` raised by the database itself (a statement
+    timeout, which aborts PostgreSQL's transaction; a full database file)."""
+    if db_backend.current_url:
+        import psycopg
+
+        if fault == "injected":
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        c.execute("SET LOCAL statement_timeout = 1")
+        c.execute("SELECT pg_sleep(1)")
+    else:
+        if fault == "injected":
+            raise sqlite3.OperationalError("database or disk is full")
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+        c.execute(f"PRAGMA max_page_count = {pages}")
+        c.execute("CREATE TABLE fill (x BLOB)")
+        c.execute("INSERT INTO fill VALUES (zeroblob(1000000))")
+    raise AssertionError("the fault was not raised")
+
+
+@pytest.mark.parametrize("fault", ["injected", "server"])
+async def test_a_storage_fault_in_planning_fails_the_cycle_not_the_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """A deadlock, a lock or statement timeout, a full disk met while a relative schedule
+    is planned (after it marked its occurrences fired) is the storage's, not the
+    schedule's: it is not marked "cannot be planned" nor pushed an hour on (its
+    occurrences would fire late, or be missed past a short catch-up window); the whole
+    cycle fails as a storage fault, nothing of it is kept, and the next cycle fires each
+    occurrence once, on time."""
+    async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:
+        d = await definition(k)
+        await put(k, d, "a", renewal="2027-01-05")
+        await put(k, d, "b", renewal="2027-01-05")
+        bad = await relative(k, d, catchup_window_minutes=10)
+        good = await relative(k, d, catchup_window_minutes=10)
+        fixed = await k.create(schedule_type="cron", schedule_expression="0 9 * * *")
+        t = ms("2027-01-05T09:00:00Z")
+        await k.run_until(t - 1)
+        earliest = k.store.earliest_occurrence
+        failures: list[str] = []
+
+        def earliest_fails(c: Any, sid: str) -> int | None:
+            if sid == bad.id and not failures:
+                failures.append(sid)
+                _transient_fault(c, fault)
+            return earliest(c, sid)
+
+        monkeypatch.setattr(k.store, "earliest_occurrence", earliest_fails)
+        k.clock.set(t)
+        with pytest.raises(StorageUnavailable):
+            await k.engine.tick(t)
+        assert failures == [bad.id]
+        if fault == "server" and not db_backend.current_url:
+            await k.db.write(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+        # nothing of the cycle is kept: no run, every occurrence pending, nothing marked
+        for sid in (bad.id, good.id):
+            assert await k.runs(sid) == []
+            occ = await k.services.occurrences(k.tenant, sid, 10)
+            assert sorted((o.record_key, o.scheduled_for_ms) for o in occ) == [
+                ("a", t), ("b", t)]
+            got = await k.schedule(sid)
+            assert got.next_run_ms == t and got.last_error is None
+        assert await k.runs(fixed.id, scheduled_for_ms=t) == []
+        # the next cycle (the loop retries a storage fault within milliseconds)
+        k.clock.set(t + 50)
+        while await k.engine.tick(t + 50):
+            await k.settle()
+        await k.settle()
+        for sid in (bad.id, good.id):
+            runs = await k.runs(sid)
+            assert fired(runs) == [("a", "2027-01-05T09:00:00.000Z"),
+                                   ("b", "2027-01-05T09:00:00.000Z")]
+            assert_no_double(runs)
+            assert all(r.status is RunStatus.succeeded and r.started_ms == t + 50
+                       for r in runs)
+            got = await k.schedule(sid)
+            assert got.last_error is None and got.missed_count == 0
+            assert await k.services.occurrences(k.tenant, sid, 10) == []
+        assert len(await k.runs(fixed.id, scheduled_for_ms=t)) == 1
+
+
+def _lasting_error(c: Any, kind: str) -> None:
+    """An error of the statement or of the code, which would fail again: even those the
+    driver files with storage errors (PostgreSQL's program_limit_exceeded is a psycopg
+    OperationalError; SQLite's "no such column" a sqlite3.OperationalError)."""
+    if kind == "bug":
+        raise RuntimeError("injected")
+    if db_backend.current_url:
+        import psycopg
+
+        if kind == "limit":
+            raise psycopg.errors.ProgramLimitExceeded("statement is too complex")
+        raise psycopg.errors.TransactionIntegrityConstraintViolation("deferred constraint")
+    if kind == "limit":
+        raise sqlite3.OperationalError("no such column: x")
+    raise sqlite3.IntegrityError("UNIQUE constraint failed: runs.id")
+
+
+@pytest.mark.parametrize("kind", ["bug", "limit", "constraint"])
+async def test_an_error_that_would_fail_again_still_marks_the_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The counterpart: an error of the planning itself marks the schedule "cannot be
+    planned" and pushes it an hour on, and the rest of the cycle is kept."""
+    async with kit(tmp_path, ms("2027-01-01T00:00:00Z")) as k:
+        d = await definition(k)
+        await put(k, d, "a", renewal="2027-01-05")
+        bad = await relative(k, d, catchup_window_minutes=120)
+        good = await relative(k, d, catchup_window_minutes=120)
+        t = ms("2027-01-05T09:00:00Z")
+        await k.run_until(t - 1)
+        earliest = k.store.earliest_occurrence
+        failures: list[str] = []
+
+        def earliest_fails(c: Any, sid: str) -> int | None:
+            if sid == bad.id and not failures:
+                failures.append(sid)
+                _lasting_error(c, kind)
+            return earliest(c, sid)
+
+        monkeypatch.setattr(k.store, "earliest_occurrence", earliest_fails)
+        k.clock.set(t)
+        while await k.engine.tick(t):
+            await k.settle()
+        await k.settle()
+        assert failures == [bad.id]
+        got = await k.schedule(bad.id)
+        assert got.last_error and "cannot plan" in got.last_error
+        assert got.next_run_ms == t + HOUR
+        assert await k.runs(bad.id) == []
+        assert fired(await k.runs(good.id)) == [("a", "2027-01-05T09:00:00.000Z")]
 
 
 async def test_retries_keep_the_record_and_failures_count_across_records(

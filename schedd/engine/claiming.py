@@ -6,10 +6,11 @@ forbids a double: an occurrence claimed before is neither inserted nor started),
 schedules advanced, CANCEL_OTHER's replaced runs ended, completed schedules deleted when
 they ask for it. A schedule whose planning raises is marked and pushed an hour on, and
 nothing of its planning is kept (a relative schedule's runs inside a savepoint of its own:
-the occurrences it marked fired are pending again). `start_pending_tx` starts the pending
-runs that came due (retries, deferred and triggered runs). Each run that starts is
-resolved once here (`prepare`: its payload, its record's data) and handed to the loop
-through `Effects.start`.
+the occurrences it marked fired are pending again); unless the error is the storage's for
+now (Store.transient: a deadlock, a timeout, a full disk), which fails the whole cycle.
+`start_pending_tx` starts the pending runs that came due (retries, deferred and triggered
+runs). Each run that starts is resolved once here (`prepare`: its payload, its record's
+data) and handed to the loop through `Effects.start`.
 """
 
 from __future__ import annotations
@@ -176,8 +177,12 @@ class Claimer:
                 if s.next_run_ms is not None and s.next_run_ms <= now:
                     fx.more = True
             except Exception as exc:
-                if not self.store.tx_alive(c):
-                    raise  # the database ended the cycle's transaction: nothing of it is kept
+                if not self.store.tx_alive(c) or self.store.transient(exc):
+                    # the database ended the cycle's transaction, or the storage failed for
+                    # now (a deadlock, a lock or statement timeout, a full disk): the
+                    # schedule is not at fault, so the whole cycle fails (nothing of it is
+                    # kept) and is tried again as soon as the storage takes writes
+                    raise
                 # One broken schedule never stops the loop: mark it, push it forward.
                 new_runs[:] = [r for r in new_runs if r.schedule_id != s.id]
                 s.missed_count = missed

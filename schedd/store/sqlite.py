@@ -594,6 +594,13 @@ class Store:
         """After an error inside a unit of work: whether its transaction can go on."""
         return self.db.tx_alive(c)
 
+    def transient(self, exc: BaseException) -> bool:
+        """Whether an error inside a unit of work is the storage's, for now (a lock, a
+        deadlock, a timeout, a full disk, a lost connection: schedd.db.transient,
+        schedd.pgdb.transient), not the unit's: the caller fails the whole unit so that it
+        is tried again, rather than treat the error as its own."""
+        return self.db.transient(exc)
+
     def insert_claimed_runs(self, c: Conn, runs: Sequence[Run]) -> set[str]:
         """Insert a claim's runs; an occurrence that already has its run (the unique
         occurrence index) is skipped, not raised, so one such row cannot fail the whole
