@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -397,6 +398,24 @@ async def test_a_schedule_whose_planning_raises_cancels_nothing(
         assert runs[t].status is RunStatus.running and runs[t].trigger_type.value == "catchup"
 
 
+def fail_earliest_once(monkeypatch: pytest.MonkeyPatch, k: Any, sid: str,
+                       fault: Callable[[Any], None]) -> list[str]:
+    """The store's earliest_occurrence calls fault(connection) the first time it is asked
+    for schedule `sid` (inside the cycle's transaction), then works as before; the list
+    of the schedules it failed for."""
+    earliest = k.store.earliest_occurrence
+    failures: list[str] = []
+
+    def earliest_fails(c: Any, schedule_id: str) -> int | None:
+        if schedule_id == sid and not failures:
+            failures.append(schedule_id)
+            fault(c)
+        return earliest(c, schedule_id)
+
+    monkeypatch.setattr(k.store, "earliest_occurrence", earliest_fails)
+    return failures
+
+
 @pytest.mark.parametrize("fault", ["settle_relative", "earliest_occurrence", "sql_error"])
 async def test_a_schedule_whose_planning_raises_after_firing_loses_no_occurrence(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
@@ -531,17 +550,12 @@ async def test_planning_that_ends_the_transaction_fails_the_whole_cycle(
         fixed = await k.create(schedule_type="cron", schedule_expression="0 9 * * *")
         t = ms("2027-01-05T09:00:00Z")
         await k.run_until(t - 1)
-        earliest = k.store.earliest_occurrence
-        failures: list[str] = []
 
-        def earliest_ends_the_tx(c: Any, sid: str) -> int | None:
-            if sid == bad.id and not failures:
-                failures.append(sid)
-                c.execute("ROLLBACK")  # as SQLite does itself on SQLITE_FULL
-                raise RuntimeError("injected")
-            return earliest(c, sid)
+        def ends_the_tx(c: Any) -> None:
+            c.execute("ROLLBACK")  # as SQLite does itself on SQLITE_FULL
+            raise RuntimeError("injected")
 
-        monkeypatch.setattr(k.store, "earliest_occurrence", earliest_ends_the_tx)
+        failures = fail_earliest_once(monkeypatch, k, bad.id, ends_the_tx)
         k.clock.set(t)
         with pytest.raises(RuntimeError, match="injected"):
             await k.engine.tick(t)
@@ -603,16 +617,8 @@ async def test_a_storage_fault_in_planning_fails_the_cycle_not_the_schedule(
         fixed = await k.create(schedule_type="cron", schedule_expression="0 9 * * *")
         t = ms("2027-01-05T09:00:00Z")
         await k.run_until(t - 1)
-        earliest = k.store.earliest_occurrence
-        failures: list[str] = []
-
-        def earliest_fails(c: Any, sid: str) -> int | None:
-            if sid == bad.id and not failures:
-                failures.append(sid)
-                _transient_fault(c, fault)
-            return earliest(c, sid)
-
-        monkeypatch.setattr(k.store, "earliest_occurrence", earliest_fails)
+        failures = fail_earliest_once(monkeypatch, k, bad.id,
+                                      lambda c: _transient_fault(c, fault))
         k.clock.set(t)
         with pytest.raises(StorageUnavailable):
             await k.engine.tick(t)
@@ -675,16 +681,7 @@ async def test_an_error_that_would_fail_again_still_marks_the_schedule(
         good = await relative(k, d, catchup_window_minutes=120)
         t = ms("2027-01-05T09:00:00Z")
         await k.run_until(t - 1)
-        earliest = k.store.earliest_occurrence
-        failures: list[str] = []
-
-        def earliest_fails(c: Any, sid: str) -> int | None:
-            if sid == bad.id and not failures:
-                failures.append(sid)
-                _lasting_error(c, kind)
-            return earliest(c, sid)
-
-        monkeypatch.setattr(k.store, "earliest_occurrence", earliest_fails)
+        failures = fail_earliest_once(monkeypatch, k, bad.id, lambda c: _lasting_error(c, kind))
         k.clock.set(t)
         while await k.engine.tick(t):
             await k.settle()
